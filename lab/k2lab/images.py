@@ -1,0 +1,174 @@
+"""Local images for the K2 lab.
+
+There is no registry: the base image is made with debootstrap from the mirror
+this machine's apt sources name, imported with ``docker import``, and each
+service image is ``docker build``-ed FROM it. Every tag is a hash of the
+image's inputs, so an image is built once per machine and reused until one of
+its inputs changes.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import LAB_DIR, log, run
+
+IMAGES_DIR = os.path.join(LAB_DIR, "images")
+SERVICES = ("postgres", "clickhouse", "spark-iceberg")
+
+# Everything every lab and molecule container needs; service packages are
+# installed by the service images' Dockerfiles.
+BASE_PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "python3", "python3-venv",
+    "ca-certificates", "procps", "iproute2", "cron", "gzip", "util-linux",
+    "postgresql-client", "sudo", "less",
+)
+
+
+def os_codename():
+    with open("/etc/os-release") as fh:
+        for line in fh:
+            if line.startswith("VERSION_CODENAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    raise RuntimeError("cannot read VERSION_CODENAME from /etc/os-release")
+
+
+def apt_mirror(codename=None):
+    """The Debian mirror this machine's apt sources use for ``codename``.
+
+    Reads deb822 ``*.sources`` files and one-line ``sources.list`` entries;
+    never falls back to a hard-coded host.
+    """
+    codename = codename or os_codename()
+    candidates = []
+    paths = ["/etc/apt/sources.list"]
+    d = "/etc/apt/sources.list.d"
+    if os.path.isdir(d):
+        paths += sorted(os.path.join(d, f) for f in os.listdir(d)
+                        if f.endswith((".list", ".sources")))
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        with open(path) as fh:
+            text = fh.read()
+        if path.endswith(".sources"):
+            for stanza in re.split(r"\n\s*\n", text):
+                fields = {}
+                for line in stanza.splitlines():
+                    if line.startswith("#") or ":" not in line:
+                        continue
+                    k, v = line.split(":", 1)
+                    fields[k.strip().lower()] = v.strip()
+                if ("deb" in fields.get("types", "").split()
+                        and codename in fields.get("suites", "").split()
+                        and "main" in fields.get("components", "").split()):
+                    candidates += fields.get("uris", "").split()
+        else:
+            for line in text.splitlines():
+                parts = re.sub(r"\[[^\]]*\]", "", line).split()
+                if len(parts) >= 4 and parts[0] == "deb" and parts[2] == codename:
+                    candidates.append(parts[1])
+    for uri in candidates:
+        if uri.startswith(("http://", "https://", "file:")):
+            return uri.rstrip("/")
+    raise RuntimeError("no Debian mirror for %s found in the apt sources" % codename)
+
+
+def _hash(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+def _dir_digest(path):
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            h.update(os.path.relpath(full, path).encode())
+            with open(full, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def image_exists(ref):
+    return subprocess.run(["docker", "image", "inspect", ref],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def base_ref():
+    codename = os_codename()
+    tag = _hash(codename, apt_mirror(codename), " ".join(BASE_PACKAGES),
+                _dir_digest(os.path.join(IMAGES_DIR, "base")))
+    return "k2lab/base:" + tag
+
+
+def service_ref(name):
+    tag = _hash(base_ref(), _dir_digest(os.path.join(IMAGES_DIR, name)))
+    return "k2lab/%s:%s" % (name, tag)
+
+
+def build_base(force=False):
+    ref = base_ref()
+    if image_exists(ref) and not force:
+        log("base image %s already built" % ref)
+        return ref
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("debootstrap is not installed (make setup installs it)")
+    codename = os_codename()
+    mirror = apt_mirror(codename)
+    start = time.time()
+    root = tempfile.mkdtemp(prefix="k2lab-rootfs-")
+    try:
+        log("debootstrap %s from %s into %s (a few minutes)" % (codename, mirror, root))
+        run(["debootstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES),
+             codename, root, mirror], quiet=True)
+        # The image uses the same mirror as this machine, nothing else.
+        with open(os.path.join(root, "etc/apt/sources.list"), "w") as fh:
+            fh.write("deb %s %s main\n" % (mirror, codename))
+        shutil.copy(os.path.join(IMAGES_DIR, "base", "policy-rc.d"),
+                    os.path.join(root, "usr/sbin/policy-rc.d"))
+        os.chmod(os.path.join(root, "usr/sbin/policy-rc.d"), 0o755)
+        run(["chroot", root, "apt-get", "clean"], quiet=True)
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        run(["docker", "import", "--change", 'CMD ["/bin/bash"]', "-", ref],
+            stdin=tar.stdout, quiet=True)
+        if tar.wait() != 0:
+            raise RuntimeError("tar of the rootfs failed")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    log("built %s in %.0f s" % (ref, time.time() - start))
+    return ref
+
+
+def build_service(name, force=False):
+    ref = service_ref(name)
+    if image_exists(ref) and not force:
+        log("image %s already built" % ref)
+        return ref
+    base = build_base()
+    start = time.time()
+    log("docker build %s FROM %s" % (ref, base))
+    run(["docker", "build", "--network", "host", "--build-arg", "BASE=" + base,
+         "-t", ref, os.path.join(IMAGES_DIR, name)], quiet=True)
+    log("built %s in %.0f s" % (ref, time.time() - start))
+    return ref
+
+
+def build_all(force=False):
+    refs = {"base": build_base(force)}
+    for name in SERVICES:
+        refs[name] = build_service(name, force)
+    return refs
+
+
+if __name__ == "__main__":
+    build_all("--force" in sys.argv)
