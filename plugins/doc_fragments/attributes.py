@@ -1,0 +1,43 @@
+# -*- coding: utf-8 -*-
+# Copyright: K2 Platform Engineering
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+
+    # Modules extend this fragment and then add or override the attributes.
+    DOCUMENTATION = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+"""
+
+    # Modules that only read.
+    INFO_MODULE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details:
+      - This module only reads; it runs the same in check mode.
+  diff_mode:
+    support: N/A
+    details:
+      - This module does not change anything.
+"""
+
+    IDEMPOTENT = r"""
+options: {}
+attributes:
+  idempotent:
+    description:
+      - When run twice in a row with the same arguments, the second run reports C(changed=false)
+        and changes nothing.
+"""
