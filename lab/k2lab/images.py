@@ -156,9 +156,21 @@ def build_service(name, force=False):
         return ref
     base = build_base()
     start = time.time()
-    log("docker build %s FROM %s" % (ref, base))
-    run(["docker", "build", "--network", "host", "--build-arg", "BASE=" + base,
-         "-t", ref, os.path.join(IMAGES_DIR, name)], quiet=True)
+    context = tempfile.mkdtemp(prefix="k2lab-context-")
+    try:
+        shutil.copytree(os.path.join(IMAGES_DIR, name), context, dirs_exist_ok=True)
+        reqs = os.path.join(context, "requirements.txt")
+        if os.path.exists(reqs):
+            # Wheels are fetched here, with this machine's pip settings and CA
+            # store, so the build itself needs no access to PyPI.
+            log("downloading wheels for %s" % name)
+            run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                 "-r", reqs, "-d", os.path.join(context, "wheels")], quiet=True)
+        log("docker build %s FROM %s" % (ref, base))
+        run(["docker", "build", "--network", "host", "--build-arg", "BASE=" + base,
+             "-t", ref, context], quiet=True)
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
     log("built %s in %.0f s" % (ref, time.time() - start))
     return ref
 

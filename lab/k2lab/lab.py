@@ -1,0 +1,345 @@
+"""Bring the K2 lab up and down, and reach into it.
+
+Containers (names as in the runbook), all on the Docker network ``k2-network``:
+  k2-prefect-db     PostgreSQL 15, database/user ``prefect``, ``offload_watermarks``
+  k2-clickhouse     ClickHouse 18.16, ``bronze_trades_*`` with 48 h of history + a live feed
+  k2-spark-iceberg  systemd, ``iceberg-offload-scheduler.service``, the Iceberg warehouse,
+                    the watermark exporter
+and, on this machine, a Prometheus on 127.0.0.1 scraping the exporter with the
+``IcebergOffloadWatermarkStale`` rule loaded. Every port is published on 127.0.0.1.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+from . import LAB_DIR, STATE_DIR, images, log, run
+
+NETWORK = "k2-network"
+PG = "k2-prefect-db"
+CH = "k2-clickhouse"
+SPARK = "k2-spark-iceberg"
+CONTAINERS = (SPARK, CH, PG)
+TABLES = ("bronze_trades_binance", "bronze_trades_kraken")
+LABEL = "k2lab=1"
+OFFLOAD_PY = "/opt/k2/venv/bin/python"
+OFFLOAD_DIR = "/home/iceberg/offload"
+SCHEDULER = "iceberg-offload-scheduler"
+SCHEDULER_LOG = "/tmp/iceberg-offload-scheduler.log"
+
+
+def _port(name, default):
+    return int(os.environ.get(name, default))
+
+
+def settings():
+    """Connection settings of the running lab (what tests and playbooks need)."""
+    path = os.path.join(STATE_DIR, "lab.json")
+    if not os.path.exists(path):
+        raise RuntimeError("the lab is not up (no %s); run: make lab-up" % path)
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _write_state(data):
+    os.makedirs(STATE_DIR, exist_ok=True)
+    path = os.path.join(STATE_DIR, "lab.json")
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        json.dump(data, fh, indent=2)
+
+
+def docker(*args, check=True, capture=True, timeout=120):
+    return run(["docker"] + list(args), check=check, capture=capture, timeout=timeout)
+
+
+def dexec(container, *cmd, check=True, input=None, timeout=300):
+    args = ["docker", "exec"] + (["-i"] if input is not None else []) + [container] + list(cmd)
+    return run(args, check=check, capture=True, input=input, timeout=timeout)
+
+
+def container_running(name):
+    out = docker("inspect", "-f", "{{.State.Running}}", name, check=False)
+    return out.strip() == "true"
+
+
+def _wait(what, predicate, timeout, interval=1.0):
+    """Wait for predicate(); print progress every 10 s so long waits are visible."""
+    start = time.time()
+    last = start
+    while True:
+        try:
+            if predicate():
+                return time.time() - start
+        except Exception:
+            pass
+        now = time.time()
+        if now - start > timeout:
+            raise RuntimeError("timed out after %.0f s waiting for %s" % (timeout, what))
+        if now - last >= 10:
+            log("still waiting for %s (%.0f s)" % (what, now - start))
+            last = now
+        time.sleep(interval)
+
+
+# --- SQL / HTTP helpers used by tests -------------------------------------------------
+
+def psql(sql, check=True, timeout=60):
+    """Run SQL in k2-prefect-db as the prefect user (as the runbook does); return rows as text."""
+    return dexec(PG, "psql", "-U", "prefect", "-d", "prefect", "-At", "-F", "\t",
+                 "-v", "ON_ERROR_STOP=1", "-c", sql, check=check, timeout=timeout)
+
+
+def ch(sql, timeout=60):
+    url = settings()["clickhouse_url"] + "?" + urllib.parse.urlencode({"query": sql})
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+def prom_query(expr):
+    url = settings()["prometheus_url"] + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read().decode())["data"]["result"]
+
+
+def watermark_ages():
+    """{table: age_seconds} from Prometheus, the runbook's step 1 query."""
+    return {r["metric"]["table"]: float(r["value"][1])
+            for r in prom_query("(time()-watermark_timestamp_seconds)")}
+
+
+def latest_watermarks():
+    """{table: (max_timestamp, sequence_number, created_at, id)} read in k2-prefect-db."""
+    out = psql("SELECT DISTINCT ON (table_name) table_name, max_timestamp, sequence_number, created_at, id "
+               "FROM offload_watermarks ORDER BY table_name, created_at DESC, id DESC")
+    result = {}
+    for line in out.splitlines():
+        t, ts, seq, created, wid = line.split("\t")
+        result[t] = (ts, int(seq), created, int(wid))
+    return result
+
+
+def watermark_count():
+    return {line.split("\t")[0]: int(line.split("\t")[1]) for line in
+            psql("SELECT table_name, count(*) FROM offload_watermarks GROUP BY table_name").splitlines()}
+
+
+def scheduler_log(lines=200):
+    return dexec(SPARK, "tail", "-n", str(lines), SCHEDULER_LOG, check=False)
+
+
+def scheduler_active():
+    return dexec(SPARK, "systemctl", "is-active", SCHEDULER, check=False).strip()
+
+
+def labtool(*args, timeout=300):
+    out = dexec(SPARK, OFFLOAD_PY, OFFLOAD_DIR + "/labtool.py", *args, timeout=timeout)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def consistency(tables=None, watermark=None):
+    """The consistency checker's report: {'ok': bool, 'tables': {t: {...}}}.
+
+    watermark: optional (max_timestamp_text, sequence_number) to compare against
+    instead of each table's latest watermark entry.
+    """
+    cmd = [OFFLOAD_PY, OFFLOAD_DIR + "/consistency.py"]
+    for t in tables or ():
+        cmd += ["--table", t]
+    if watermark:
+        cmd += ["--watermark-ts", str(watermark[0]), "--watermark-seq", str(watermark[1])]
+    proc = subprocess.run(["docker", "exec", SPARK] + cmd, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=600)
+    try:
+        return json.loads(proc.stdout.decode())
+    except ValueError:
+        raise RuntimeError("consistency checker failed (rc %d): %s" % (
+            proc.returncode, proc.stderr.decode(errors="replace")[-2000:]))
+
+
+def wait_for_new_watermarks(tables=TABLES, cycles=1, timeout=None):
+    """Wait until every table has ``cycles`` more watermark entries than now."""
+    cycle = settings()["cycle_seconds"]
+    before = watermark_count()
+    timeout = timeout or cycle * (cycles + 3) + 60
+    _wait("%d new watermark(s) per table" % cycles,
+          lambda: all(watermark_count().get(t, 0) >= before.get(t, 0) + cycles for t in tables),
+          timeout)
+
+
+def inventory():
+    """An Ansible inventory (YAML) for the running lab: the collection's modules run on
+    localhost against the published ports, and inside k2-spark-iceberg through the
+    community.docker.docker connection for the Iceberg warehouse and the scheduler."""
+    s = settings()
+    return """all:
+  vars:
+    k2_pg_host: {pg_host}
+    k2_pg_port: {pg_port}
+    k2_pg_user: {pg_user}
+    k2_pg_password: {pg_password}
+    k2_pg_database: {pg_database}
+    k2_clickhouse_url: {clickhouse_url}
+    k2_prometheus_url: {prometheus_url}
+    k2_cycle_seconds: {cycle_seconds}
+  hosts:
+    localhost:
+      ansible_connection: local
+  children:
+    k2_spark:
+      hosts:
+        {spark}:
+          ansible_connection: community.docker.docker
+          ansible_python_interpreter: {py}
+""".format(spark=SPARK, py=OFFLOAD_PY, **s)
+
+
+# --- bring-up / tear-down -------------------------------------------------------------
+
+def _prometheus_config(state, exporter_port):
+    rules = os.path.join(LAB_DIR, "prometheus", "rules.yml")
+    cfg = """global:
+  scrape_interval: 2s
+  evaluation_interval: 2s
+rule_files:
+  - {rules}
+scrape_configs:
+  - job_name: iceberg-offload
+    static_configs:
+      - targets: ['127.0.0.1:{port}']
+""".format(rules=rules, port=exporter_port)
+    path = os.path.join(state, "prometheus.yml")
+    with open(path, "w") as fh:
+        fh.write(cfg)
+    return path
+
+
+def _start_prometheus(state, port, exporter_port):
+    binary = shutil.which("prometheus")
+    if not binary:
+        raise RuntimeError("prometheus is not installed (make setup installs it)")
+    data = os.path.join(state, "prometheus-data")
+    os.makedirs(data, exist_ok=True)
+    logf = open(os.path.join(state, "prometheus.log"), "w")
+    proc = subprocess.Popen(
+        [binary, "--config.file=" + _prometheus_config(state, exporter_port),
+         "--storage.tsdb.path=" + data, "--web.listen-address=127.0.0.1:%d" % port,
+         "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d"],
+        stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(os.path.join(state, "prometheus.pid"), "w") as fh:
+        fh.write(str(proc.pid))
+    return proc.pid
+
+
+def up(cycle_seconds=None, timeout=300):
+    """Build what is missing, start everything, wait for each table's first scheduler watermark."""
+    t0 = time.time()
+    refs = images.build_all()
+    log("images ready in %.0f s" % (time.time() - t0))
+    if any(container_running(c) for c in CONTAINERS):
+        raise RuntimeError("a lab container is already running; run: make lab-down")
+    down(quiet=True)
+    t_up = time.time()
+    os.makedirs(STATE_DIR, exist_ok=True)
+    cycle = int(cycle_seconds or os.environ.get("K2LAB_CYCLE_SECONDS", 15))
+    ports = {
+        "pg": _port("K2LAB_PG_PORT", 15432), "ch": _port("K2LAB_CH_PORT", 18123),
+        "exporter": _port("K2LAB_EXPORTER_PORT", 19188), "prom": _port("K2LAB_PROM_PORT", 19090),
+    }
+    password = secrets.token_urlsafe(18)
+    state = {
+        "pg_host": "127.0.0.1", "pg_port": ports["pg"], "pg_user": "prefect", "pg_password": password,
+        "pg_database": "prefect", "clickhouse_url": "http://127.0.0.1:%d/" % ports["ch"],
+        "prometheus_url": "http://127.0.0.1:%d" % ports["prom"],
+        "exporter_url": "http://127.0.0.1:%d/metrics" % ports["exporter"],
+        "cycle_seconds": cycle, "tables": list(TABLES), "containers": list(CONTAINERS),
+        "network": NETWORK, "images": refs,
+    }
+    _write_state(state)
+    env_path = os.path.join(STATE_DIR, "offload.env")
+    with os.fdopen(os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        fh.write("K2_PG_DSN=host=%s port=5432 dbname=prefect user=prefect password=%s\n" % (PG, password))
+        fh.write("K2_CH_URL=http://%s:8123/\nK2_TABLES=%s\nK2_CYCLE_SECONDS=%d\n" % (CH, " ".join(TABLES), cycle))
+
+    docker("network", "create", "--label", LABEL, NETWORK)
+    docker("run", "-d", "--name", PG, "--hostname", PG, "--network", NETWORK, "--label", LABEL,
+           "-e", "POSTGRES_PASSWORD=" + password, "-p", "127.0.0.1:%d:5432" % ports["pg"],
+           refs["postgres"])
+    docker("run", "-d", "--name", CH, "--hostname", CH, "--network", NETWORK, "--label", LABEL,
+           "-p", "127.0.0.1:%d:8123" % ports["ch"], refs["clickhouse"])
+    docker("run", "-d", "--name", SPARK, "--hostname", SPARK, "--network", NETWORK, "--label", LABEL,
+           "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run",
+           "--tmpfs", "/run/lock", "-v", "%s:/etc/k2/offload.env:ro" % env_path,
+           "-p", "127.0.0.1:%d:9188" % ports["exporter"], refs["spark-iceberg"])
+    _wait("PostgreSQL in %s" % PG, lambda: psql("SELECT 1", check=False).strip() == "1", 120)
+    _wait("ClickHouse seeded in %s" % CH,
+          lambda: run(["docker", "exec", CH, "test", "-e", "/tmp/k2-clickhouse-ready"],
+                      check=False, quiet=True) == 0, 180)
+    _wait("systemd in %s" % SPARK,
+          lambda: dexec(SPARK, "systemctl", "is-system-running", check=False).strip() in ("running", "degraded"),
+          120)
+    written = labtool("init")
+    log("first watermarks written by the lab: %s" % written)
+    dexec(SPARK, "systemctl", "enable", "--now", "k2-watermark-exporter", SCHEDULER)
+    _start_prometheus(STATE_DIR, ports["prom"], ports["exporter"])
+    base = watermark_count()
+    _wait("the scheduler's first watermark for each table",
+          lambda: all(watermark_count().get(t, 0) > base.get(t, 0) for t in TABLES), timeout)
+    _wait("Prometheus series for each table", lambda: len(watermark_ages()) == len(TABLES), 60)
+    log("lab up in %.0f s (images %.0f s): %s" % (time.time() - t0, t_up - t0, json.dumps(
+        {k: state[k] for k in ("pg_port", "clickhouse_url", "prometheus_url", "cycle_seconds")})))
+    return state
+
+
+def _stop_prometheus():
+    pidfile = os.path.join(STATE_DIR, "prometheus.pid")
+    if not os.path.exists(pidfile):
+        return
+    with open(pidfile) as fh:
+        pid = int(fh.read().strip() or 0)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.remove(pidfile)
+
+
+def down(quiet=False):
+    """Remove every container, network, volume and process the lab made, and its state."""
+    _stop_prometheus()
+    ids = docker("ps", "-aq", "--filter", "label=k2lab", check=False).split()
+    names = [c for c in CONTAINERS if docker("inspect", c, check=False).strip().startswith("[{")]
+    if ids or names:
+        docker("rm", "-f", "-v", *sorted(set(ids + names)), timeout=180)
+    for net in set(docker("network", "ls", "-q", "--filter", "label=k2lab", check=False).split()):
+        docker("network", "rm", net, check=False)
+    if docker("network", "inspect", NETWORK, check=False).strip().startswith("[{"):
+        docker("network", "rm", NETWORK, check=False)
+    for vol in docker("volume", "ls", "-q", "--filter", "label=k2lab", check=False).split():
+        docker("volume", "rm", vol, check=False)
+    if os.path.isdir(STATE_DIR):
+        shutil.rmtree(STATE_DIR)
+    if not quiet:
+        log("lab down: containers, network, Prometheus and state removed")
+
+
+def leftovers():
+    """What the lab could have left behind (empty when down() did its job)."""
+    found = {
+        "containers": docker("ps", "-aq", "--filter", "label=k2lab", check=False).split()
+        + [c for c in CONTAINERS if docker("inspect", c, check=False).strip().startswith("[{")],
+        "networks": docker("network", "ls", "-q", "--filter", "name=^%s$" % NETWORK, check=False).split(),
+        "volumes": docker("volume", "ls", "-q", "--filter", "label=k2lab", check=False).split(),
+        "state_dir": [STATE_DIR] if os.path.exists(STATE_DIR) else [],
+    }
+    return {k: v for k, v in found.items() if v}
