@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up for tests, the lab, the demo and benchmarks:
 #   - Debian packages the tests need (servers and tools), installed only when missing;
+#   - a running Docker Engine (dockerd is started when none answers);
 #   - a virtualenv with requirements-dev.txt (re-made when that file changes);
 #   - a collections path in which ansible_collections/k2/iceberg_offload is this checkout;
 #   - a local stand-in for the get-pip script ansible-test would download.
-# Environment: K2_VENV (default .venv), K2_SKIP_APT=1 to skip the Debian step.
+# Environment: K2_VENV (default .venv), K2_SKIP_APT=1 to skip the Debian step,
+# K2_SKIP_DOCKER=1 not to start dockerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,6 +33,10 @@ if [ "${K2_SKIP_APT:-0}" != 1 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     [ $had_policy = 1 ] || $SUDO rm -f /usr/sbin/policy-rc.d
   fi
+fi
+
+if [ "${K2_SKIP_DOCKER:-0}" != 1 ]; then
+  scripts/ensure-dockerd.sh
 fi
 
 stamp="$VENV/.k2-requirements.sha256"

@@ -89,9 +89,11 @@ def _wait(what, predicate, timeout, interval=1.0):
 
 # --- SQL / HTTP helpers used by tests -------------------------------------------------
 
-def psql(sql, check=True, timeout=60):
-    """Run SQL in k2-prefect-db as the prefect user (as the runbook does); return rows as text."""
-    return dexec(PG, "psql", "-U", "prefect", "-d", "prefect", "-At", "-F", "\t",
+def psql(sql, check=True, timeout=60, user="prefect"):
+    """Run SQL in k2-prefect-db as the prefect user (as the runbook does); return rows as text.
+
+    user="postgres" uses a superuser-reserved slot (when the prefect role's slots are full)."""
+    return dexec(PG, "psql", "-q", "-U", user, "-d", "prefect", "-At", "-F", "\t",
                  "-v", "ON_ERROR_STOP=1", "-c", sql, check=check, timeout=timeout)
 
 

@@ -1,0 +1,39 @@
+# k2.iceberg_offload — the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export K2_VENV := $(VENV)
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+LAB := cd lab && $(PY) -m k2lab
+
+.PHONY: setup test demo lab-build lab-up lab-down lab-status lab-check build bench clean
+
+setup:            ## venv, Debian packages, dockerd, collections path
+	@bash scripts/setup.sh
+
+test: setup       ## every test: unit, integration (real servers), sanity, molecule, lab
+	@bash scripts/test.sh
+
+demo: setup       ## bring the lab up, break it, show what the collection sees, recover, take it down
+	@$(LAB).demo
+
+lab-build: setup
+	@$(LAB) build
+lab-up: setup
+	@$(LAB) up
+lab-down:
+	@$(LAB) down
+lab-status:
+	@$(LAB) status
+lab-check:
+	@$(LAB) check
+
+build: setup      ## the collection tarball (what ansible-galaxy collection install takes)
+	@$(VENV)/bin/ansible-galaxy collection build --force --output-path .cache/dist .
+
+bench: setup      ## benchmarks; results go to docs/benchmarks.md
+	@bash bench/run.sh
+
+clean:
+	@$(LAB) down || true
+	rm -rf .cache .collections tests/output

@@ -1,0 +1,27 @@
+"""The K2 lab for tests: brought up once per session, taken down at the end.
+
+K2LAB_KEEP=1 leaves a lab that was already running (or that the session
+started) in place, for iterating on tests.
+"""
+import os
+
+import pytest
+
+from k2lab import lab
+
+CYCLE = int(os.environ.get("K2LAB_TEST_CYCLE_SECONDS", "10"))
+
+
+@pytest.fixture(scope="session")
+def k2lab():
+    started = False
+    try:
+        s = lab.settings()
+        if not lab.container_running(lab.SPARK):
+            raise RuntimeError("stale state")
+    except RuntimeError:
+        s = lab.up(cycle_seconds=CYCLE)
+        started = True
+    yield s
+    if started and os.environ.get("K2LAB_KEEP") != "1":
+        lab.down(quiet=True)
