@@ -342,8 +342,10 @@ class ClickHouseClient(object):
                                   "ClickHouse is running" % (self._where(), _short(e)))
         except requests.exceptions.RequestException as e:
             raise ClickHouseError("request to %s failed: %s" % (self._where(), _short(e)))
+        # Decoded as UTF-8 always: requests' guess from a short body can be anything.
+        body = resp.content.decode("utf-8", "replace")
         if resp.status_code != 200:
-            code, text = parse_error(resp.text)
+            code, text = parse_error(body)
             hint = _ERROR_HINTS.get(code)
             raise ClickHouseError(
                 "%s answered HTTP %d%s: %s%s" % (
@@ -351,10 +353,10 @@ class ClickHouseClient(object):
                     text or "(empty body)", ("; " + hint) if hint else ""),
                 code=code, http_status=resp.status_code)
         try:
-            return json.loads(resp.text)["data"]
+            return json.loads(body)["data"]
         except (ValueError, KeyError, TypeError):
             raise ClickHouseError("%s answered something that is not ClickHouse JSON: %r"
-                                  % (self._where(), resp.text[:200]))
+                                  % (self._where(), body[:200]))
 
     # -- questions ----------------------------------------------------------
 

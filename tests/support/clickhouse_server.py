@@ -10,6 +10,7 @@ tests use an existing server instead; they then work in their own database.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -108,7 +109,23 @@ class ClickHouseServer(object):
         self.url = "http://127.0.0.1:%d" % http_port
         self.proc = None
 
+    def _port_busy(self):
+        for port in (self.http_port, self.tcp_port, self.interserver_port):
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return port
+        return None
+
     def start(self, timeout=60):
+        # A server stopped a moment ago may still hold the ports while it shuts down.
+        deadline = time.time() + 30
+        while self._port_busy() and time.time() < deadline:
+            time.sleep(0.5)
+        busy = self._port_busy()
+        if busy:
+            raise RuntimeError("port %d on 127.0.0.1 is in use; another ClickHouse test server runs?"
+                               % busy)
         for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
         with open(os.path.join(self.root, "config.xml"), "w") as f:
@@ -132,7 +149,7 @@ class ClickHouseServer(object):
                 raise RuntimeError("clickhouse-server exited with %s; see %s"
                                    % (self.proc.returncode, self.root))
             try:
-                if requests.get(self.url + "/ping", timeout=1).text.strip() == "Ok.":
+                if requests.get(self.url + "/ping", timeout=1).content.strip() == b"Ok.":
                     return self
             except requests.RequestException:
                 pass
@@ -159,8 +176,8 @@ def execute(url, sql, user=None, password=None, timeout=120):
         auth = {"X-ClickHouse-User": user, "X-ClickHouse-Key": password or ""}
     r = requests.post(url + "/", data=sql.encode("utf-8"), headers=auth, timeout=timeout)
     if r.status_code != 200:
-        raise RuntimeError("ClickHouse %s: %s\n%s" % (r.status_code, r.text.strip(), sql))
-    return r.text
+        raise RuntimeError("ClickHouse %s: %s\n%s" % (r.status_code, r.content.decode("utf-8", "replace").strip(), sql))
+    return r.content.decode("utf-8")
 
 
 TRADES_DDL = """CREATE TABLE {db}.{table} (
