@@ -51,7 +51,7 @@ MAX_DATETIME_SECONDS = 2 ** 32 - 1  # DateTime is UInt32 seconds since the epoch
 
 # Plain identifiers only: what ClickHouse accepts unquoted. Back-quoting would
 # allow more, but the runbook's tables never need it and refusing is safer.
-_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a trailing newline in
 MAX_IDENTIFIER_LENGTH = 128
 
 # 18.16: "Code: 60, e.displayText() = DB::Exception: Table x doesn't exist., e.what() = DB::Exception"
@@ -289,7 +289,7 @@ def parse_error(body):
 class ClickHouseClient(object):
     def __init__(self, url="http://127.0.0.1:8123", user="default", password="", database="default",
                  timeout=60.0, connect_timeout=5.0, validate_certs=True, ca_cert=None, session=None):
-        if not isinstance(url, str) or not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", url):
+        if not isinstance(url, str) or not re.match(r"https?://[^\s/?#]+(/[^\s?#]*)?\Z", url):
             raise ClickHouseInputError(
                 "clickhouse_url must be an http:// or https:// URL such as http://127.0.0.1:8123, "
                 "got %r" % (url,))
