@@ -218,6 +218,7 @@ def main():
     p = module.params
 
     try:
+        validate_identifier(p["clickhouse_database"], "clickhouse_database")
         if not p["tables"]:
             raise ClickHouseInputError("tables must name at least one table")
         if len(set(p["tables"])) != len(p["tables"]):

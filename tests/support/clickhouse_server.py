@@ -190,15 +190,55 @@ TRADES_DDL = """CREATE TABLE {db}.{table} (
 ) ENGINE = MergeTree() ORDER BY (exchange_timestamp, sequence_number)"""
 
 
-def create_trades_table(url, db, table):
-    execute(url, "CREATE DATABASE IF NOT EXISTS %s" % db)
-    execute(url, "DROP TABLE IF EXISTS %s.%s" % (db, table))
-    execute(url, TRADES_DDL.format(db=db, table=table))
+def create_trades_table(url, db, table, user=None, password=None):
+    execute(url, "CREATE DATABASE IF NOT EXISTS %s" % db, user, password)
+    execute(url, "DROP TABLE IF EXISTS %s.%s" % (db, table), user, password)
+    execute(url, TRADES_DDL.format(db=db, table=table), user, password)
 
 
-def insert_trades(url, db, table, rows):
+def insert_trades(url, db, table, rows, user=None, password=None):
     """rows: iterable of (timestamp 'YYYY-MM-DD hh:mm:ss', sequence, symbol, side, price, qty)."""
     lines = "\n".join("\t".join(str(v) for v in row) for row in rows)
     if not lines:
         return
-    execute(url, "INSERT INTO %s.%s FORMAT TabSeparated\n%s\n" % (db, table, lines))
+    execute(url, "INSERT INTO %s.%s FORMAT TabSeparated\n%s\n" % (db, table, lines), user, password)
+
+
+# ---------------------------------------------------------------------------
+# pytest fixture (session-scoped): a throwaway server, or K2_TEST_CH_URL.
+
+def _fixture():
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def clickhouse():
+        """{"url", "database", "user", "password", "own_server"}: a fresh database for the session.
+
+        K2_TEST_CH_URL (with K2_TEST_CH_USER / K2_TEST_CH_PASSWORD) uses an existing server,
+        e.g. the lab's http://127.0.0.1:18123; otherwise a server is started on 127.0.0.1:28123.
+        """
+        url = os.environ.get("K2_TEST_CH_URL")
+        server = None
+        if not url:
+            if not os.path.exists(SERVER_BIN):
+                pytest.skip("clickhouse-server is not installed and K2_TEST_CH_URL is not set")
+            server = ClickHouseServer().start()
+            url = server.url
+        user = os.environ.get("K2_TEST_CH_USER") or None
+        password = os.environ.get("K2_TEST_CH_PASSWORD") or ""
+        database = "k2_test_%d" % os.getpid()
+        execute(url, "CREATE DATABASE IF NOT EXISTS %s" % database, user, password)
+        try:
+            yield {"url": url, "database": database, "user": user or "default",
+                   "password": password, "own_server": server is not None}
+        finally:
+            try:
+                execute(url, "DROP DATABASE IF EXISTS %s" % database, user, password)
+            finally:
+                if server is not None:
+                    server.stop()
+
+    return clickhouse
+
+
+clickhouse = _fixture()

@@ -117,3 +117,59 @@ class Warehouse(object):
         with open(os.path.join(meta_dir, "version-hint.text"), "w") as f:
             f.write(str(version))
         return target
+
+
+# ---------------------------------------------------------------------------
+# pytest fixture (session-scoped): the cold tables the tests read.
+
+def _fixture():
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def cold_tier(tmp_path_factory):
+        """A warehouse with the planted cases; returns a dict of what each table holds.
+
+        - clean: 3 offload cycles, 3,000 rows, no duplicates;
+        - dups: 4 cycles where the 4th re-offloads 50 rows of the 2nd, plus one cycle
+          holding the same key 3 times (a within-file duplicate);
+        - past: the last append's rows go 25 rows past the watermark in its summary;
+        - empty: created, never written (no snapshot);
+        - hadoop: a Hadoop-layout directory holding 'dups' (version-hint.text, no newline).
+        """
+        root = str(tmp_path_factory.mktemp("warehouse"))
+        wh = Warehouse(root)
+        info = {"root": root, "properties": wh.properties, "warehouse": wh, "data": {}}
+
+        clean = wh.create("clean")
+        parts = [trades(0, 1000), trades(1000, 1000), trades(2000, 1000)]
+        for part in parts:
+            wh.offload(clean, part, source_table="bronze_trades_binance")
+        info["data"]["clean"] = pa.concat_tables(parts)
+
+        dups = wh.create("dups")
+        parts = [trades(0, 1000), trades(1000, 1000), trades(2000, 1000), trades(1500, 50)]
+        for part in parts:
+            wh.offload(dups, part, source_table="bronze_trades_binance")
+        triple = pa.concat_tables([trades(5000, 1)] * 3)
+        wh.offload(dups, triple, source_table="bronze_trades_binance")
+        parts.append(triple)
+        info["data"]["dups"] = pa.concat_tables(parts)
+
+        past = wh.create("past")
+        parts = [trades(0, 1000), trades(1000, 1025)]
+        wh.offload(past, parts[0])
+        wh.offload(past, parts[1], watermark=max_pair_of(trades(1000, 1000)))
+        info["data"]["past"] = pa.concat_tables(parts)
+        info["past_watermark"] = max_pair_of(trades(1000, 1000))
+
+        wh.create("empty")
+        info["data"]["empty"] = ARROW_SCHEMA.empty_table()
+
+        info["hadoop_dir"] = wh.hadoop_copy(dups, "dups")
+        info["hadoop_warehouse"] = os.path.join(root, "hadoop")
+        return info
+
+    return cold_tier
+
+
+cold_tier = _fixture()
