@@ -20,14 +20,14 @@ options:
     default: default
   iceberg_catalog_properties:
     description:
-      - The catalog's properties exactly as pyiceberg's C(load_catalog) takes them, for example
-        C({type: sql, uri: "sqlite:////home/iceberg/warehouse/catalog.db",
-        warehouse: "file:///home/iceberg/warehouse"}) (the lab), C({type: rest, uri: ...}),
-        C({type: hive, uri: thrift://...}) or C({type: glue}).
-      - C({type: hadoop, warehouse: /home/iceberg/warehouse}) reads the table directory
+      - "The catalog's properties exactly as pyiceberg's C(load_catalog) takes them, for example
+        C({type: sql, uri: 'sqlite:////home/iceberg/warehouse/catalog.db',
+        warehouse: 'file:///home/iceberg/warehouse'}) (the lab), C({type: rest, uri: ...}),
+        C({type: hive, uri: 'thrift://...'}) or C({type: glue})."
+      - "C({type: hadoop, warehouse: /home/iceberg/warehouse}) reads the table directory
         C(<warehouse>/<namespace>/<table>) the way Spark's hadoop catalog writes it (the runbook's
         spark-shell configuration); pyiceberg has no hadoop catalog, so the metadata file named by
-        C(metadata/version-hint.text) is opened directly.
+        C(metadata/version-hint.text) is opened directly."
       - Put credentials in O(iceberg_catalog_secrets), not here.
     type: dict
     default: {}
