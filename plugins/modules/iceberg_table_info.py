@@ -23,7 +23,7 @@ description:
   - An empty table is reported as empty (V(null) pair), never as a pair with sequence 0.
   - Read only.
 author:
-  - K2 Platform Engineering
+  - K2 Platform Engineering (@k2-platform)
 extends_documentation_fragment:
   - k2.iceberg_offload.iceberg
   - k2.iceberg_offload.attributes
@@ -252,7 +252,7 @@ def main():
         table=dict(type="str"),
         timestamp_column=dict(type="str", default="exchange_timestamp"),
         sequence_column=dict(type="str", default="sequence_number"),
-        key_column=dict(type="str", default="sequence_number"),
+        key_column=dict(type="str", default="sequence_number", no_log=False),
         duplicates=dict(type="bool", default=True),
         duplicate_sample_size=dict(type="int", default=10),
         watermark=dict(type="dict", options=dict(

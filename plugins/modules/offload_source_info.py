@@ -25,7 +25,7 @@ description:
   - An empty answer is reported as empty (V(null) pair, 0 rows), never as a pair with sequence 0.
   - Read only. Every query is a SELECT.
 author:
-  - K2 Platform Engineering
+  - K2 Platform Engineering (@k2-platform)
 extends_documentation_fragment:
   - k2.iceberg_offload.clickhouse
   - k2.iceberg_offload.attributes
