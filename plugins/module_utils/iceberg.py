@@ -263,7 +263,7 @@ def overlap_groups(tasks, key_field):
         lo, hi = _bound(task.file, key_field, False), _bound(task.file, key_field, True)
         (unknown if lo is None or hi is None else ranged).append((lo, hi, task))
     if unknown:
-        return [[t for _, _, t in ranged] + [t for _, _, t in unknown]]
+        return [[r[2] for r in ranged] + [r[2] for r in unknown]]
     ranged.sort(key=lambda r: (r[0], r[1]))
     groups, current, current_hi = [], [], None
     for lo, hi, task in ranged:
@@ -465,8 +465,8 @@ def cold_tier_max_pair(table, ts_col="exchange_timestamp", seq_col="sequence_num
     bounds = [(_bound(t.file, ts_field, False), _bound(t.file, ts_field, True)) for t in tasks]
     if tasks and all(lo is not None and hi is not None for lo, hi in bounds) \
             and not any(t.delete_files for t in tasks):
-        floor = max(lo for lo, _ in bounds)
-        tasks = [t for t, (_, hi) in zip(tasks, bounds) if hi >= floor]
+        floor = max(b[0] for b in bounds)
+        tasks = [t for t, b in zip(tasks, bounds) if b[1] >= floor]
     best = None
     arrow_scan = ArrowScan(table.metadata, table.io, scan.projection(), AlwaysTrue())
     for batch in arrow_scan.to_record_batches(tasks):
