@@ -191,3 +191,17 @@ def test_hostile_or_malformed_input_is_refused_clearly(cold_tier, args, expected
     assert r["failed"] is True, json.dumps(r)[:2000]
     assert expected in r["msg"], r["msg"]
     assert "Traceback" not in r["msg"]
+
+
+def test_a_missing_data_file_is_reported_not_a_traceback(cold_tier):  # noqa: F811
+    wh = cold_tier["warehouse"]
+    from tests.support.iceberg_warehouse import trades
+    table = wh.create("lost_file")
+    wh.offload(table, trades(0, 100))
+    wh.offload(table, trades(100, 100))
+    victim = next(iter(table.scan().plan_files())).file.file_path
+    os.remove(victim[len("file://"):] if victim.startswith("file://") else victim)
+    r = run_module("iceberg_table_info", cat(cold_tier, table="cold.lost_file"))
+    assert r["failed"] is True
+    assert r["msg"].startswith("reading Iceberg table cold.lost_file failed: ")
+    assert os.path.basename(victim) in r["msg"] or "No such file" in r["msg"] or "not found" in r["msg"].lower(), r["msg"]
