@@ -170,3 +170,18 @@ def test_snapshot_watermark_ignores_broken_properties(small):
 
 def test_secrets_are_no_log():
     assert iceberg.iceberg_argument_spec()["iceberg_catalog_secrets"]["no_log"] is True
+
+
+def test_scan_memory_stays_at_a_window_not_the_table(tmp_path):
+    """2 M rows in 40 appends: the scan's Arrow peak stays well under the two columns' full size."""
+    wh = Warehouse(str(tmp_path))
+    t = wh.create("big")
+    per = 50000
+    for i in range(40):
+        wh.offload(t, trades(i * per, per))
+    full_two_columns = 40 * per * 16  # timestamp + sequence, 8 bytes each: 32 MB
+    r = iceberg.scan_table(t, window_files=2)
+    assert r["row_count"] == 40 * per
+    assert r["duplicates"]["duplicate_rows"] == 0
+    assert r["duplicates"]["overlap_groups"] == 40
+    assert r["scan"]["arrow_peak_bytes"] < full_two_columns / 4, r["scan"]
