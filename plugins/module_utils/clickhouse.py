@@ -12,8 +12,8 @@ typed builders below (``datetime_literal``, ``uint64_literal``,
 ``string_literal``), which accept only their own type. No value from a user
 reaches SQL any other way. All the queries the collection sends to ClickHouse
 are in this file. They avoid anything 18.16-only, so current releases run them
-unchanged: ``toUnixTimestamp``, ``toDateTime(<epoch>)``, tuple ``max`` and
-``FORMAT JSONCompact`` exist in both.
+unchanged: ``toUnixTimestamp``, ``toDateTime(<epoch>)`` and ``FORMAT JSONCompact``
+exist in both.
 
 Timestamps cross the wire as Unix seconds (``toUnixTimestamp`` out,
 ``toDateTime(<int>)`` in), so neither the server's nor the column's time zone
@@ -220,11 +220,6 @@ def table_columns_sql(database, table):
             % (string_literal(database), string_literal(table)))
 
 
-def _pair_expr(ts_col, seq_col):
-    return "(toUnixTimestamp(%s), %s)" % (quote_identifier(ts_col, "timestamp_column"),
-                                          quote_identifier(seq_col, "sequence_column"))
-
-
 def after_pair_condition(ts_col, seq_col, watermark):
     """SQL for "the row's pair is strictly greater than ``watermark``".
 
@@ -253,25 +248,41 @@ def before_condition(ts_col, cutoff):
     return "%s < %s" % (ts, datetime_literal(EPOCH + datetime.timedelta(seconds=math.ceil(seconds))))
 
 
+# A greatest pair is found in two steps: the greatest timestamp (one column, with the
+# count), then the greatest sequence at exactly that timestamp (a primary-key lookup).
+# A tuple max over every row gives the same pair 5-8x slower on 10 M rows (18.16), and
+# the two steps can only ever return a pair that a row has.
+
 def summary_sql(database, table, ts_col, seq_col):
-    """Total rows, min/max timestamp and the greatest pair of the whole table."""
+    """Total rows and first/last timestamp of the whole table."""
     ts = quote_identifier(ts_col, "timestamp_column")
-    return ("SELECT count(), toUnixTimestamp(min(%s)), toUnixTimestamp(max(%s)), max(%s) FROM %s"
-            % (ts, ts, _pair_expr(ts_col, seq_col), qualified_table(database, table)))
+    quote_identifier(seq_col, "sequence_column")
+    return ("SELECT count(), toUnixTimestamp(min(%s)), toUnixTimestamp(max(%s)) FROM %s"
+            % (ts, ts, qualified_table(database, table)))
 
 
 def after_watermark_sql(database, table, ts_col, seq_col, watermark):
-    """Rows and greatest pair strictly after ``watermark`` (runbook Scenario 5, step 2)."""
-    return ("SELECT count(), max(%s) FROM %s WHERE %s"
-            % (_pair_expr(ts_col, seq_col), qualified_table(database, table),
+    """Rows and greatest timestamp strictly after ``watermark`` (runbook Scenario 5, step 2)."""
+    return ("SELECT count(), toUnixTimestamp(max(%s)) FROM %s WHERE %s"
+            % (quote_identifier(ts_col, "timestamp_column"), qualified_table(database, table),
                after_pair_condition(ts_col, seq_col, watermark)))
 
 
 def before_cutoff_sql(database, table, ts_col, seq_col, cutoff):
-    """Rows and greatest pair strictly before ``cutoff`` (runbook Scenario 3, step 3)."""
-    return ("SELECT count(), max(%s) FROM %s WHERE %s"
-            % (_pair_expr(ts_col, seq_col), qualified_table(database, table),
+    """Rows and greatest timestamp strictly before ``cutoff`` (runbook Scenario 3, step 3)."""
+    quote_identifier(seq_col, "sequence_column")
+    return ("SELECT count(), toUnixTimestamp(max(%s)) FROM %s WHERE %s"
+            % (quote_identifier(ts_col, "timestamp_column"), qualified_table(database, table),
                before_condition(ts_col, cutoff)))
+
+
+def max_sequence_at_sql(database, table, ts_col, seq_col, timestamp, condition=None):
+    """Rows and greatest sequence at exactly ``timestamp`` (and ``condition``, SQL built here)."""
+    where = "%s = %s" % (quote_identifier(ts_col, "timestamp_column"), datetime_literal(timestamp))
+    if condition:
+        where += " AND (%s)" % condition
+    return ("SELECT count(), max(%s) FROM %s WHERE %s"
+            % (quote_identifier(seq_col, "sequence_column"), qualified_table(database, table), where))
 
 
 # ---------------------------------------------------------------------------
@@ -381,29 +392,37 @@ class ClickHouseClient(object):
                                       % (database, name, col, columns[col], want))
         return columns
 
+    def _pair_at(self, table, ts_col, seq_col, epoch, condition=None):
+        count, seq = self.query(max_sequence_at_sql(self.database, table, ts_col, seq_col,
+                                                    from_epoch(epoch), condition))[0]
+        if not int(count):  # the rows went away between the two queries
+            return None
+        return Watermark(from_epoch(epoch), int(seq))
+
     def summary(self, table, ts_col="exchange_timestamp", seq_col="sequence_number"):
-        count, min_ts, max_ts, pair = self.query(summary_sql(self.database, table, ts_col, seq_col))[0]
+        count, min_ts, max_ts = self.query(summary_sql(self.database, table, ts_col, seq_col))[0]
         count = int(count)
         if count == 0:
             return {"total_rows": 0, "min_timestamp": None, "max_timestamp": None, "max_pair": None}
         return {"total_rows": count, "min_timestamp": from_epoch(min_ts),
-                "max_timestamp": from_epoch(max_ts), "max_pair": _pair(pair)}
+                "max_timestamp": from_epoch(max_ts),
+                "max_pair": self._pair_at(table, ts_col, seq_col, max_ts)}
 
     def after_watermark(self, table, watermark, ts_col="exchange_timestamp", seq_col="sequence_number"):
-        count, pair = self.query(after_watermark_sql(self.database, table, ts_col, seq_col,
-                                                     watermark))[0]
+        count, max_ts = self.query(after_watermark_sql(self.database, table, ts_col, seq_col,
+                                                       watermark))[0]
         count = int(count)
-        return {"rows": count, "max_pair": _pair(pair) if count else None}
+        pair = None
+        if count:
+            pair = self._pair_at(table, ts_col, seq_col, max_ts,
+                                 after_pair_condition(ts_col, seq_col, watermark))
+        return {"rows": count, "max_pair": pair}
 
     def before_cutoff(self, table, cutoff, ts_col="exchange_timestamp", seq_col="sequence_number"):
-        count, pair = self.query(before_cutoff_sql(self.database, table, ts_col, seq_col, cutoff))[0]
+        count, max_ts = self.query(before_cutoff_sql(self.database, table, ts_col, seq_col, cutoff))[0]
         count = int(count)
-        return {"rows": count, "max_pair": _pair(pair) if count else None}
-
-
-def _pair(value):
-    ts, seq = value
-    return Watermark(from_epoch(int(ts)), int(seq))
+        pair = self._pair_at(table, ts_col, seq_col, max_ts) if count else None
+        return {"rows": count, "max_pair": pair}
 
 
 def _is_datetime(type_name):

@@ -108,9 +108,12 @@ def test_before_condition_rounds_up_a_fraction():
 def test_queries_have_fixed_shape():
     sql = ch.after_watermark_sql("default", "bronze_trades_binance", "exchange_timestamp",
                                  "sequence_number", WM)
-    assert sql.startswith("SELECT count(), max((toUnixTimestamp(`exchange_timestamp`), "
-                          "`sequence_number`)) FROM `default`.`bronze_trades_binance` WHERE ")
-    assert ";" not in sql
+    assert sql == ("SELECT count(), toUnixTimestamp(max(`exchange_timestamp`)) FROM "
+                   "`default`.`bronze_trades_binance` WHERE "
+                   + ch.after_pair_condition("exchange_timestamp", "sequence_number", WM))
+    at = ch.max_sequence_at_sql("default", "t", "ts", "seq", TS, "x = 1")
+    assert at == ("SELECT count(), max(`seq`) FROM `default`.`t` WHERE `ts` = %s AND (x = 1)"
+                  % ch.datetime_literal(TS))
     cols = ch.table_columns_sql("default", "bronze_trades_binance")
     assert cols == ("SELECT name, type FROM system.columns WHERE database = 'default' AND "
                     "table = 'bronze_trades_binance'")
@@ -123,6 +126,8 @@ def test_queries_have_fixed_shape():
     lambda bad: ch.after_watermark_sql("default", "t", "ts", bad, WM),
     lambda bad: ch.before_cutoff_sql("default", "t", bad, "seq", TS),
     lambda bad: ch.table_columns_sql("default", bad),
+    lambda bad: ch.max_sequence_at_sql("default", "t", "ts", bad, TS),
+    lambda bad: ch.max_sequence_at_sql("default", bad, "ts", "seq", TS),
 ])
 @pytest.mark.parametrize("bad", HOSTILE_NAMES[:12])
 def test_no_query_builder_accepts_a_hostile_name(builder, bad):
@@ -228,17 +233,34 @@ def test_tls_verify_uses_ca_cert():
     assert client(FakeSession()).verify is True
 
 
+def answer(*row):
+    return FakeResponse(200, json.dumps({"data": [list(row)]}))
+
+
 def test_empty_answers_are_none_not_zero():
-    s = FakeSession([FakeResponse(200, json.dumps({"data": [["0", [0, "0"]]]}))] * 2)
+    s = FakeSession([answer("0", 0)] * 2)
     c = client(s)
     assert c.after_watermark("t", WM) == {"rows": 0, "max_pair": None}
     assert c.before_cutoff("t", TS) == {"rows": 0, "max_pair": None}
-    s = FakeSession([FakeResponse(200, json.dumps({"data": [["0", 0, 0, [0, "0"]]]}))])
+    assert len(s.calls) == 2  # no second step for an empty answer
+    s = FakeSession([answer("0", 0, 0)])
     assert client(s).summary("t")["max_pair"] is None
 
 
+def test_the_pair_is_the_greatest_sequence_at_the_greatest_timestamp():
+    epoch = int((TS - datetime.datetime(1970, 1, 1)).total_seconds())
+    s = FakeSession([answer("10", epoch), answer("3", "81240")])
+    assert client(s).after_watermark("t", WM) == {"rows": 10, "max_pair": Watermark(TS, 81240)}
+    second = s.calls[1]["data"].decode()
+    assert "`exchange_timestamp` = toDateTime(%d)" % epoch in second
+    assert ch.after_pair_condition("exchange_timestamp", "sequence_number", WM) in second
+    # The rows vanished between the two steps: no pair is invented.
+    s = FakeSession([answer("10", epoch), answer("0", "0")])
+    assert client(s).before_cutoff("t", TS)["max_pair"] is None
+
+
 def test_lookback_watermark_refuses_an_empty_range():
-    s = FakeSession([FakeResponse(200, json.dumps({"data": [["0", [0, "0"]]]}))])
+    s = FakeSession([answer("0", 0)])
     with pytest.raises(ch.NoSourceRowsError) as e:
         ch.lookback_watermark(client(s), "bronze_trades_binance", 86400, now=TS)
     assert "no row before 2026-02-11 10:15:00" in str(e.value)
@@ -246,7 +268,7 @@ def test_lookback_watermark_refuses_an_empty_range():
 
 def test_lookback_watermark_returns_the_pair_and_cutoff():
     epoch = int((TS - datetime.datetime(1970, 1, 1)).total_seconds()) - 86400 - 1
-    s = FakeSession([FakeResponse(200, json.dumps({"data": [["5", [epoch, "77"]]]}))])
+    s = FakeSession([answer("5", epoch), answer("1", "77")])
     wm, cutoff = ch.lookback_watermark(client(s), "t", 86400, now=TS + datetime.timedelta(microseconds=9))
     assert cutoff == TS - datetime.timedelta(days=1)
     assert wm == Watermark(TS - datetime.timedelta(days=1, seconds=1), 77)
