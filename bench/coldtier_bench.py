@@ -100,12 +100,12 @@ def bench_iceberg(args, tmp):
     root = os.path.join(tmp, "warehouse")
     os.makedirs(root)
     table, build_s = build_warehouse(root, args.rows, args.files)
-    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _dirs, fs in os.walk(root) for f in fs)
     wm_seq = args.rows - args.rows // 10
     wm = ((BASE_TIME + datetime.timedelta(seconds=wm_seq // 4)).isoformat(), wm_seq)
     results = {}
     for kind in ("module", "module_one_group", "cold_tier_max_pair", "naive"):
-        runs = [_child(kind, root, "bench_trades", {"watermark": wm}) for _ in range(args.repeat)]
+        runs = [_child(kind, root, "bench_trades", {"watermark": wm}) for _run in range(args.repeat)]
         best = min(runs, key=lambda r: r["seconds"])
         best["all_seconds"] = [r["seconds"] for r in runs]
         results[kind] = best
@@ -159,7 +159,7 @@ def bench_clickhouse(args, tmp):
         out = {"rows": args.ch_rows, "load_seconds": round(load_s, 1), "module": {}, "runbook": {}}
         for name, fn in module_queries.items():
             times, value = [], None
-            for _ in range(args.repeat + 2):
+            for _run in range(args.repeat + 2):
                 s = time.time()
                 value = fn()
                 times.append(time.time() - s)
@@ -167,7 +167,7 @@ def bench_clickhouse(args, tmp):
                                    "answer": json.loads(json.dumps(value, default=str))}
         for name, sql in runbook_queries.items():
             times, value = [], None
-            for _ in range(args.repeat + 2):
+            for _run in range(args.repeat + 2):
                 s = time.time()
                 value = subprocess.check_output([CLIENT_BIN, "--host", "127.0.0.1", "--port",
                                                  str(server.tcp_port), "-q", sql]).decode().strip()
@@ -260,7 +260,7 @@ def write_markdown(ice, chq, m, args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--rows", type=int, default=10000000)
     ap.add_argument("--files", type=int, default=50)
     ap.add_argument("--ch-rows", type=int, default=10000000)

@@ -11,7 +11,6 @@ import pytest
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import Watermark
 from tests.support.ansible_module import run_module
-from tests.support.iceberg_warehouse import cold_tier  # noqa: F401  (fixture)
 
 
 def oracle(data, watermark=None):
@@ -36,13 +35,13 @@ def pair_dict(pair):
     return {"max_timestamp": pair[0].isoformat(sep=" "), "sequence_number": pair[1]} if pair else None
 
 
-def cat(cold_tier, **extra):  # noqa: F811
+def cat(cold_tier, **extra):
     args = {"iceberg_catalog_properties": cold_tier["properties"]}
     args.update(extra)
     return args
 
 
-def test_clean_table(cold_tier):  # noqa: F811
+def test_clean_table(cold_tier):
     r = run_module("iceberg_table_info", cat(cold_tier, table="cold.clean"))
     assert not r["failed"], r.get("msg")
     o = oracle(cold_tier["data"]["clean"])
@@ -60,7 +59,7 @@ def test_clean_table(cold_tier):  # noqa: F811
     assert r["changed"] is False
 
 
-def test_planted_duplicates_are_found(cold_tier):  # noqa: F811
+def test_planted_duplicates_are_found(cold_tier):
     r = run_module("iceberg_table_info", cat(cold_tier, table="cold.dups", duplicate_sample_size=5))
     assert not r["failed"], r.get("msg")
     o = oracle(cold_tier["data"]["dups"])
@@ -75,7 +74,7 @@ def test_planted_duplicates_are_found(cold_tier):  # noqa: F811
     assert r["max_pair"] == pair_dict(o["max_pair"])
 
 
-def test_rows_past_the_snapshot_watermark(cold_tier):  # noqa: F811
+def test_rows_past_the_snapshot_watermark(cold_tier):
     first = run_module("iceberg_table_info", cat(cold_tier, table="cold.past", duplicates=False))
     wm = first["latest_snapshot"]["watermark"]
     assert wm == pair_dict(cold_tier["past_watermark"])
@@ -87,7 +86,7 @@ def test_rows_past_the_snapshot_watermark(cold_tier):  # noqa: F811
     assert r["duplicates"] is None
 
 
-def test_watermark_with_offset(cold_tier):  # noqa: F811
+def test_watermark_with_offset(cold_tier):
     ts, seq = cold_tier["past_watermark"]
     shifted = (ts.replace(hour=(ts.hour + 3) % 24)).isoformat() + "+03:00"
     assert ts.hour < 21
@@ -96,7 +95,7 @@ def test_watermark_with_offset(cold_tier):  # noqa: F811
     assert r["past_watermark"]["rows"] == 25
 
 
-def test_empty_table_is_empty_not_zero(cold_tier):  # noqa: F811
+def test_empty_table_is_empty_not_zero(cold_tier):
     r = run_module("iceberg_table_info", cat(cold_tier, table="cold.empty", watermark={
         "max_timestamp": "2026-01-01T00:00:00Z", "sequence_number": 0}))
     assert not r["failed"], r.get("msg")
@@ -107,7 +106,7 @@ def test_empty_table_is_empty_not_zero(cold_tier):  # noqa: F811
 
 
 @pytest.mark.parametrize("how", ["directory", "metadata_file", "hadoop_catalog"])
-def test_hadoop_layout_without_a_catalog(cold_tier, how):  # noqa: F811
+def test_hadoop_layout_without_a_catalog(cold_tier, how):
     with open(os.path.join(cold_tier["hadoop_dir"], "metadata", "version-hint.text"), "rb") as f:
         assert not f.read().endswith(b"\n")
     if how == "directory":
@@ -127,7 +126,7 @@ def test_hadoop_layout_without_a_catalog(cold_tier, how):  # noqa: F811
     assert r["table"]["metadata_location"].endswith(".metadata.json")
 
 
-def test_cold_tier_helpers(cold_tier):  # noqa: F811
+def test_cold_tier_helpers(cold_tier):
     props = cold_tier["properties"]
     for name in ("clean", "dups", "past"):
         table = iceberg.open_table("cold." + name, catalog_properties=props)
@@ -180,7 +179,7 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("args,expected", HOSTILE, ids=[str(i) for i in range(len(HOSTILE))])
-def test_hostile_or_malformed_input_is_refused_clearly(cold_tier, args, expected):  # noqa: F811
+def test_hostile_or_malformed_input_is_refused_clearly(cold_tier, args, expected):
     if isinstance(args, str):
         dirs = dict(zip(("no_meta", "junk_hint", "missing_version"), _broken_dirs(cold_tier["root"])))
         args = {"iceberg_table_location": dirs[args]}
@@ -193,7 +192,7 @@ def test_hostile_or_malformed_input_is_refused_clearly(cold_tier, args, expected
     assert "Traceback" not in r["msg"]
 
 
-def test_a_missing_data_file_is_reported_not_a_traceback(cold_tier):  # noqa: F811
+def test_a_missing_data_file_is_reported_not_a_traceback(cold_tier):
     wh = cold_tier["warehouse"]
     from tests.support.iceberg_warehouse import trades
     table = wh.create("lost_file")

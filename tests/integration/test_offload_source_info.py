@@ -11,8 +11,8 @@ import pytest
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import clickhouse as ch
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import Watermark
 from tests.support.ansible_module import run_module
-from tests.support.clickhouse_server import (  # noqa: F401  (fixture)
-    TEST_PASSWORD, TEST_USER, clickhouse, create_trades_table, execute, insert_trades)
+from tests.support.clickhouse_server import (
+    TEST_PASSWORD, TEST_USER, create_trades_table, execute, insert_trades)
 
 EPOCH = datetime.datetime(1970, 1, 1)
 
@@ -25,7 +25,7 @@ def rows_every(start, seconds, step, first_seq, per_second=3):
     """``per_second`` rows sharing each timestamp, every ``step`` seconds, increasing sequences."""
     rows, seq = [], first_seq
     for offset in range(0, seconds, step):
-        for _ in range(per_second):
+        for _unused in range(per_second):
             rows.append((start + datetime.timedelta(seconds=offset), seq))
             seq += 1
     return rows
@@ -36,7 +36,7 @@ def tsv(rows):
 
 
 @pytest.fixture(scope="module")
-def source(clickhouse):  # noqa: F811
+def source(clickhouse):
     url, db = clickhouse["url"], clickhouse["database"]
     auth = (clickhouse["user"], clickhouse["password"])
     now = ch.from_epoch(int(execute(url, "SELECT toUnixTimestamp(now())", *auth)))
@@ -56,7 +56,7 @@ def source(clickhouse):  # noqa: F811
     return {"now": now, "rows": tables, "url": url, "db": db, "auth": auth}
 
 
-def conn(clickhouse, **extra):  # noqa: F811
+def conn(clickhouse, **extra):
     args = {"clickhouse_url": clickhouse["url"], "clickhouse_database": clickhouse["database"],
             "clickhouse_user": clickhouse["user"], "clickhouse_password": clickhouse["password"]}
     args.update(extra)
@@ -67,7 +67,7 @@ def pair_dict(pair):
     return {"max_timestamp": pair[0].isoformat(sep=" "), "sequence_number": pair[1]} if pair else None
 
 
-def test_summary_and_pair_after_watermark(clickhouse, source):  # noqa: F811
+def test_summary_and_pair_after_watermark(clickhouse, source):
     rows = source["rows"]["bronze_trades_binance"]
     # The watermark is the middle row of a second: one row of that second is still to offload.
     wm = rows[len(rows) // 2 + 1]
@@ -87,7 +87,7 @@ def test_summary_and_pair_after_watermark(clickhouse, source):  # noqa: F811
     assert r["changed"] is False
 
 
-def test_watermark_with_offset_is_normalised_to_utc(clickhouse, source):  # noqa: F811
+def test_watermark_with_offset_is_normalised_to_utc(clickhouse, source):
     rows = source["rows"]["bronze_trades_binance"]
     wm = rows[30]
     local = (wm[0] + datetime.timedelta(hours=2)).isoformat() + "+02:00"
@@ -97,7 +97,7 @@ def test_watermark_with_offset_is_normalised_to_utc(clickhouse, source):  # noqa
         [x for x in rows if x > wm])
 
 
-def test_before_cutoff_is_the_lookback_pair(clickhouse, source):  # noqa: F811
+def test_before_cutoff_is_the_lookback_pair(clickhouse, source):
     r = run_module("offload_source_info", conn(clickhouse, lookback="24h"))
     assert not r["failed"], r.get("msg")
     cutoff = datetime.datetime.fromisoformat(r["cutoff"])
@@ -110,7 +110,7 @@ def test_before_cutoff_is_the_lookback_pair(clickhouse, source):  # noqa: F811
         assert t["after_watermark"] is None
 
 
-def test_explicit_cutoff(clickhouse, source):  # noqa: F811
+def test_explicit_cutoff(clickhouse, source):
     rows = source["rows"]["bronze_trades_kraken"]
     cutoff = rows[10][0]
     r = run_module("offload_source_info", conn(clickhouse, tables=["bronze_trades_kraken"],
@@ -122,7 +122,7 @@ def test_explicit_cutoff(clickhouse, source):  # noqa: F811
     assert t["rows"] == len([x for x in rows if x[0] < cutoff])
 
 
-def test_empty_table_is_empty_not_zero(clickhouse, source):  # noqa: F811
+def test_empty_table_is_empty_not_zero(clickhouse, source):
     r = run_module("offload_source_info", conn(clickhouse, tables=["src_empty"], watermarks={
         "src_empty": {"max_timestamp": "2026-01-01T00:00:00Z", "sequence_number": 0}}))
     assert not r["failed"], r.get("msg")
@@ -134,7 +134,7 @@ def test_empty_table_is_empty_not_zero(clickhouse, source):  # noqa: F811
                  "before_cutoff": {"cutoff": r["cutoff"], "rows": 0, "max_pair": None}}
 
 
-def test_source_with_rows_only_after_the_cutoff(clickhouse, source):  # noqa: F811
+def test_source_with_rows_only_after_the_cutoff(clickhouse, source):
     r = run_module("offload_source_info", conn(clickhouse, tables=["src_recent"]))
     t = r["tables"]["src_recent"]
     assert t["total_rows"] == len(source["rows"]["src_recent"])
@@ -145,7 +145,7 @@ def test_source_with_rows_only_after_the_cutoff(clickhouse, source):  # noqa: F8
         ch.lookback_watermark(client, "src_recent", 86400)
 
 
-def test_helpers_for_watermark_reset(clickhouse, source):  # noqa: F811
+def test_helpers_for_watermark_reset(clickhouse, source):
     client = ch.ClickHouseClient(url=clickhouse["url"], database=clickhouse["database"],
                                  user=clickhouse["user"], password=clickhouse["password"])
     rows = source["rows"]["bronze_trades_binance"]
@@ -157,7 +157,7 @@ def test_helpers_for_watermark_reset(clickhouse, source):  # noqa: F811
         ch.check_not_past_source(Watermark(max(rows)[0], max(rows)[1] + 1), Watermark(*max(rows)), "b")
 
 
-def test_check_mode_and_read_only_user(clickhouse, source):  # noqa: F811
+def test_check_mode_and_read_only_user(clickhouse, source):
     if not clickhouse["own_server"]:
         pytest.skip("the read-only test user exists on the throwaway server only")
     r = run_module("offload_source_info", conn(clickhouse, clickhouse_user=TEST_USER,
@@ -170,7 +170,7 @@ def test_check_mode_and_read_only_user(clickhouse, source):  # noqa: F811
     assert r["invocation"]["module_args"]["clickhouse_password"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 
 
-def _tables(clickhouse):  # noqa: F811
+def _tables(clickhouse):
     return execute(clickhouse["url"], "SELECT name FROM system.tables WHERE database = '%s' ORDER BY name"
                    % clickhouse["database"], clickhouse["user"], clickhouse["password"])
 
@@ -214,7 +214,7 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("args,expected", HOSTILE, ids=[str(i) for i in range(len(HOSTILE))])
-def test_hostile_or_malformed_input_is_refused_clearly(clickhouse, source, args, expected):  # noqa: F811
+def test_hostile_or_malformed_input_is_refused_clearly(clickhouse, source, args, expected):
     before = _tables(clickhouse)
     base = conn(clickhouse, tables=["bronze_trades_binance"])
     if "clickhouse_password" in args and clickhouse["user"] == "default" and clickhouse["own_server"]:

@@ -112,7 +112,7 @@ def small(tmp_path_factory):
 
 @pytest.mark.parametrize("window", [1, 2, 16])
 def test_scan_matches_a_python_oracle(small, window):
-    _, table, data = small
+    table, data = small[1], small[2]
     wm = (datetime.datetime(2026, 2, 12, 0, 3, 0), 721)
     r = iceberg.scan_table(table, watermark=Watermark(*wm), sample_size=3, window_files=window)
     seqs = data.column("sequence_number").to_pylist()
@@ -132,7 +132,7 @@ def test_scan_matches_a_python_oracle(small, window):
 
 
 def test_scan_without_duplicates_check(small):
-    _, table, data = small
+    table, data = small[1], small[2]
     r = iceberg.scan_table(table, duplicates=False)
     assert r["duplicates"] is None and r["row_count"] == data.num_rows
 
@@ -151,17 +151,17 @@ def test_scan_refuses_bad_arguments(small, kw, msg):
 
 
 def test_cold_tier_max_pair_prunes_but_agrees(small):
-    _, table, data = small
+    table, data = small[1], small[2]
     assert iceberg.cold_tier_max_pair(table) == Watermark(*max_pair_of(data))
 
 
 def test_snapshot_watermark_ignores_broken_properties(small):
-    wh, _, _ = small
+    wh = small[0]
     t = wh.create("broken")
     wh.offload(t, trades(0, 10))
     good = t.current_snapshot()
-    t.append(trades(10, 5), snapshot_properties={"k2.watermark.max_timestamp": "garbage",
-                                                  "k2.watermark.sequence_number": "1"})
+    t.append(trades(10, 5), snapshot_properties={
+        "k2.watermark.max_timestamp": "garbage", "k2.watermark.sequence_number": "1"})
     assert iceberg.snapshot_watermark(t.current_snapshot()) is None
     assert iceberg.latest_watermark_snapshot(t).snapshot_id == good.snapshot_id
     described = iceberg.describe_snapshot(t.current_snapshot())
