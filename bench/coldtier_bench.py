@@ -86,8 +86,10 @@ def build_warehouse(root, rows, files):
     started = time.time()
     for i in range(files):
         wh.offload(table, trades(i * per, per), source_table="bronze_trades_binance")
-    # A planted re-offload: the last 1,000 rows of cycle 10 written again.
-    wh.offload(table, trades(11 * per - 1000, 1000), source_table="bronze_trades_binance")
+    # A planted re-offload: the last 1,000 rows of the middle cycle written again.
+    middle_end = (files // 2 + 1) * per
+    wh.offload(table, trades(middle_end - min(1000, per), min(1000, per)),
+               source_table="bronze_trades_binance")
     return table, time.time() - started
 
 
@@ -110,7 +112,8 @@ def bench_iceberg(args, tmp):
         best["all_seconds"] = [r["seconds"] for r in runs]
         results[kind] = best
         print("iceberg %-20s %s" % (kind, json.dumps(best)), flush=True)
-    return {"rows": args.rows + 1000, "files": args.files + 1, "build_seconds": round(build_s, 1),
+    return {"rows": (args.rows // args.files) * args.files + min(1000, args.rows // args.files),
+            "files": args.files + 1, "build_seconds": round(build_s, 1),
             "warehouse_bytes": size, "results": results}
 
 
