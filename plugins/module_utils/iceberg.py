@@ -325,7 +325,12 @@ def _duplicates_in(keys, counter):
     repeated = pc.value_counts(pc.filter(ordered.slice(1), equal))
     counter["duplicated_keys"] += len(repeated)
     for item in repeated.to_pylist():
-        counter["sample"].append({"key": item["values"], "count": item["counts"] + 1})
+        key = item["values"]
+        if isinstance(key, datetime.datetime):
+            key = format_timestamp(_to_naive(key))
+        elif isinstance(key, (bytes, datetime.date)):
+            key = str(key)
+        counter["sample"].append({"key": key, "count": item["counts"] + 1})
     counter["sample"].sort(key=lambda s: (-s["count"], s["key"]))
     del counter["sample"][counter["sample_size"]:]
 

@@ -185,3 +185,10 @@ def test_scan_memory_stays_at_a_window_not_the_table(tmp_path):
     assert r["duplicates"]["duplicate_rows"] == 0
     assert r["duplicates"]["overlap_groups"] == 40
     assert r["scan"]["arrow_peak_bytes"] < full_two_columns / 4, r["scan"]
+
+
+def test_duplicates_of_a_timestamp_key_are_reported_as_text(small):
+    r = iceberg.scan_table(small[1], key_col="exchange_timestamp", sample_size=2)
+    # 4 rows share each second in the fixture, so every timestamp repeats.
+    assert r["duplicates"]["sample"][0]["count"] >= 4
+    assert isinstance(r["duplicates"]["sample"][0]["key"], str)
