@@ -112,6 +112,17 @@ def bench_iceberg(args, tmp):
         best["all_seconds"] = [r["seconds"] for r in runs]
         results[kind] = best
         print("iceberg %-20s %s" % (kind, json.dumps(best)), flush=True)
+    # End to end: the module through ansible (process start, imports, catalog, scan, JSON).
+    from tests.support.ansible_module import run_module
+    from tests.support.iceberg_warehouse import catalog_properties
+    started = time.time()
+    res = run_module("iceberg_table_info", {"table": "cold.bench_trades",
+                                            "iceberg_catalog_properties": catalog_properties(root),
+                                            "watermark": {"max_timestamp": wm[0], "sequence_number": wm[1]}})
+    results["ansible_module"] = {"seconds": round(time.time() - started, 2), "failed": res["failed"],
+                                 "scan": res.get("scan"), "rows": res.get("row_count"),
+                                 "duplicate_rows": (res.get("duplicates") or {}).get("duplicate_rows")}
+    print("iceberg %-20s %s" % ("ansible_module", json.dumps(results["ansible_module"])), flush=True)
     return {"rows": (args.rows // args.files) * args.files + min(1000, args.rows // args.files),
             "files": args.files + 1, "build_seconds": round(build_s, 1),
             "warehouse_bytes": size, "results": results}
@@ -237,6 +248,12 @@ def write_markdown(ice, chq, m, args):
                 r["naive"]["seconds"], mib(r["naive"]["peak_rss_bytes"]),
                 mib(r["naive"]["arrow_pool_max_bytes"]), "{:,}".format(r["naive"]["rows"]),
                 r["naive"]["duplicated_keys"]),
+            "", "Through Ansible (`ansible localhost -m k2.iceberg_offload.iceberg_table_info`, "
+            "process start, imports, catalog, scan and JSON): %.2f s wall, of which the scan %.2f s; "
+            "module peak RSS %s, scan Arrow peak %s." % (
+                r["ansible_module"]["seconds"], r["ansible_module"]["scan"]["seconds"],
+                mib(r["ansible_module"]["scan"]["peak_rss_bytes"]),
+                mib(r["ansible_module"]["scan"]["arrow_peak_bytes"])),
             "", "Building the warehouse took %.1f s." % ice["build_seconds"], ""]
     if chq:
         lines += ["### ClickHouse source queries, %s rows (4 per second, ending now), median of %d"
