@@ -50,7 +50,9 @@ options:
       - The watermark of each table, as a mapping from table name (as written in O(tables)) to a pair
         with keys C(max_timestamp) (ISO 8601, with or without offset; taken as UTC when without) and
         C(sequence_number).
-      - The output of P(k2.iceberg_offload.watermark_info#module) can be mapped into it.
+      - The C(latest) entries of P(k2.iceberg_offload.watermark_info#module) are accepted as they are
+        (their C(id), C(table_name) and C(created_at) are ignored), for example
+        C({{ info.tables | items2dict(key_name='table_name', value_name='latest') }}).
       - Tables without an entry get no RV(tables.after_watermark).
     type: dict
     default: {}
@@ -182,16 +184,31 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark impor
     Watermark, WatermarkError, format_timestamp, parse_duration, parse_sequence, parse_timestamp)
 
 
+# Keys of watermark_info's ``latest`` entry that may come along with the pair.
+_ENTRY_KEYS = {"id", "table_name", "created_at"}
+
+
 def parse_watermarks(raw, tables):
-    """{table: Watermark} from the module's ``watermarks`` option, every problem named."""
+    """{table: Watermark} from the module's ``watermarks`` option, every problem named.
+
+    A value is a pair ``{max_timestamp, sequence_number}``, or watermark_info's ``latest``
+    entry (which also has ``id``, ``table_name`` and ``created_at``).
+    """
     result = {}
     for table, value in (raw or {}).items():
         if table not in tables:
             raise WatermarkError("watermarks has an entry for %r, which is not in tables (%s)"
                                  % (table, ", ".join(tables)))
-        if not isinstance(value, dict) or set(value) != {"max_timestamp", "sequence_number"}:
-            raise WatermarkError("watermarks[%r] must be a mapping with exactly max_timestamp and "
+        if not isinstance(value, dict) or not {"max_timestamp", "sequence_number"} <= set(value):
+            raise WatermarkError("watermarks[%r] must be a mapping with max_timestamp and "
                                  "sequence_number, got %r" % (table, value))
+        unknown = set(value) - {"max_timestamp", "sequence_number"} - _ENTRY_KEYS
+        if unknown:
+            raise WatermarkError("watermarks[%r] has unknown keys %s; expected max_timestamp and "
+                                 "sequence_number" % (table, ", ".join(sorted(unknown))))
+        if value.get("table_name") not in (None, table):
+            raise WatermarkError("watermarks[%r] is the entry of table %r"
+                                 % (table, value["table_name"]))
         result[table] = Watermark(
             parse_timestamp(value["max_timestamp"], "watermarks[%r].max_timestamp" % table),
             parse_sequence(value["sequence_number"], "watermarks[%r].sequence_number" % table))

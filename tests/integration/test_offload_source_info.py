@@ -198,7 +198,7 @@ HOSTILE = [
                                                "sequence_number": 1}}}, "outside ClickHouse DateTime"),
     ({"watermarks": {"bronze_trades_binance": {"max_timestamp": "1969-12-31T23:59:59Z",
                                                "sequence_number": 1}}}, "before 1970"),
-    ({"watermarks": {"bronze_trades_binance": {"sequence_number": 1}}}, "exactly max_timestamp"),
+    ({"watermarks": {"bronze_trades_binance": {"sequence_number": 1}}}, "max_timestamp and sequence_number"),
     ({"watermarks": {"other_table": GOOD_WM}}, "not in tables"),
     ({"lookback": "24 parsecs"}, "duration"),
     ({"lookback": "0h"}, "greater than zero"),

@@ -22,11 +22,21 @@ def test_parse_watermarks():
     assert offload_source_info.parse_watermarks({}, TABLES) == {}
 
 
+def test_parse_watermarks_takes_watermark_info_entries():
+    latest = {"id": 812, "table_name": "bronze_trades_binance", "max_timestamp": "2026-02-12 10:00:00",
+              "sequence_number": 1234567, "created_at": "2026-02-12 10:15:02.123456"}
+    assert offload_source_info.parse_watermarks({"bronze_trades_binance": latest}, TABLES) == {
+        "bronze_trades_binance": Watermark(datetime.datetime(2026, 2, 12, 10), 1234567)}
+
+
 @pytest.mark.parametrize("raw,msg", [
     ({"other": {"max_timestamp": "2026-02-12T10:00:00", "sequence_number": 1}}, "not in tables"),
-    ({"bronze_trades_binance": "2026-02-12T10:00:00"}, "exactly max_timestamp"),
+    ({"bronze_trades_binance": "2026-02-12T10:00:00"}, "max_timestamp and sequence_number"),
+    ({"bronze_trades_binance": {"max_timestamp": "2026-02-12T10:00:00"}}, "max_timestamp and sequence"),
     ({"bronze_trades_binance": {"max_timestamp": "2026-02-12T10:00:00", "sequence_number": 1,
-                                "extra": "x"}}, "exactly max_timestamp"),
+                                "sequence": 2}}, "unknown keys sequence"),
+    ({"bronze_trades_binance": {"max_timestamp": "2026-02-12T10:00:00", "sequence_number": 1,
+                                "table_name": "bronze_trades_kraken"}}, "is the entry of table"),
     ({"bronze_trades_binance": {"max_timestamp": "2026-02-30T10:00:00", "sequence_number": 1}}, "ISO 8601"),
     ({"bronze_trades_binance": {"max_timestamp": "2026-02-12T10:00:00", "sequence_number": 1.5}},
      "integer"),
