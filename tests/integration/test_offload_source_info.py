@@ -225,3 +225,33 @@ def test_hostile_or_malformed_input_is_refused_clearly(clickhouse, source, args,
     assert expected in r["msg"], r["msg"]
     assert "Traceback" not in r["msg"]
     assert _tables(clickhouse) == before
+
+
+def test_column_time_zone_cannot_shift_the_watermark(clickhouse, source):
+    """A DateTime('Asia/Tokyo') column holds the same instants; every answer is the same, in UTC."""
+    url, db, auth = source["url"], source["db"], source["auth"]
+    execute(url, "CREATE TABLE %s.src_tokyo (exchange_timestamp DateTime('Asia/Tokyo'), "
+                 "sequence_number UInt64, symbol String, side String, price Float64, quantity Float64) "
+                 "ENGINE = MergeTree() ORDER BY (exchange_timestamp, sequence_number)" % db, *auth)
+    insert_trades(url, db, "src_tokyo", tsv(source["rows"]["bronze_trades_kraken"]), *auth)
+    rows = source["rows"]["bronze_trades_kraken"]
+    wm = rows[len(rows) // 3]
+    wm_arg = {"max_timestamp": wm[0].isoformat(), "sequence_number": wm[1]}
+    r = run_module("offload_source_info", conn(clickhouse, tables=["src_tokyo", "bronze_trades_kraken"],
+                                               watermarks={"src_tokyo": wm_arg,
+                                                           "bronze_trades_kraken": wm_arg}))
+    assert not r["failed"], r.get("msg")
+    tokyo, utc = r["tables"]["src_tokyo"], r["tables"]["bronze_trades_kraken"]
+    assert tokyo == utc
+    assert tokyo["min_timestamp"] == min(rows)[0].isoformat(sep=" ")
+    assert tokyo["after_watermark"]["rows"] == len([x for x in rows if x > wm])
+
+
+def test_watermark_with_a_fraction_of_a_second(clickhouse, source):
+    """DateTime has whole seconds: (10:00:00.5, N) is passed by every row of later seconds only."""
+    rows = source["rows"]["bronze_trades_binance"]
+    wm_ts = rows[60][0]
+    r = run_module("offload_source_info", conn(clickhouse, tables=["bronze_trades_binance"], watermarks={
+        "bronze_trades_binance": {"max_timestamp": wm_ts.isoformat() + ".5", "sequence_number": 0}}))
+    assert r["tables"]["bronze_trades_binance"]["after_watermark"]["rows"] == len(
+        [x for x in rows if x[0] > wm_ts])
