@@ -33,28 +33,37 @@ def ansible_env(extra=None):
     return env
 
 
-def run_module(name, args=None, check=False, diff=False, env=None, timeout=300):
-    """Run ``k2.iceberg_offload.<name>`` (or a full FQCN) on localhost; return its result dict.
+def run_module(name, args=None, check=False, diff=False, env=None, timeout=300, host=None):
+    """Run ``k2.iceberg_offload.<name>`` (or a full FQCN); return its result dict.
 
+    By default on localhost with this interpreter. ``host`` = (container, python)
+    runs it inside a container through the community.docker.docker connection,
+    as a playbook does for the lab's k2-spark-iceberg.
     The dict has the module's keys plus ``failed`` / ``changed`` as Ansible reports them.
     """
     fqcn = name if "." in name else "k2.iceberg_offload." + name
-    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local",
-           "-e", "ansible_python_interpreter=" + sys.executable,
-           "-m", fqcn, "-a", json.dumps(args or {})]
+    if host:
+        target, python = host
+        cmd = [ANSIBLE, target, "-i", target + ",", "-c", "community.docker.docker",
+               "-e", "ansible_python_interpreter=" + python]
+    else:
+        target = "localhost"
+        cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local",
+               "-e", "ansible_python_interpreter=" + sys.executable]
+    cmd += ["-m", fqcn, "-a", json.dumps(args or {})]
     if check:
         cmd.append("--check")
     if diff:
         cmd.append("--diff")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env=ansible_env(env), timeout=timeout)
+                          env=ansible_env(env), timeout=timeout, check=False)
     out = proc.stdout.decode()
     try:
         data = json.loads(out[out.index("{"):])
     except ValueError:
         raise AssertionError("ansible printed no JSON (rc=%d):\n%s\n%s"
                              % (proc.returncode, out, proc.stderr.decode()))
-    result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    result = data["plays"][0]["tasks"][0]["hosts"][target]
     result.setdefault("failed", False)
     result["_rc"] = proc.returncode
     result["_stdout"] = out
@@ -71,7 +80,7 @@ def run_playbook(playbook, extra_vars=None, check=False, env=None, inventory="lo
     if check:
         cmd.append("--check")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env=ansible_env(env), timeout=timeout)
+                          env=ansible_env(env), timeout=timeout, check=False)
     out = proc.stdout.decode()
     try:
         data = json.loads(out[out.index("{"):])

@@ -1,0 +1,69 @@
+"""The collection's modules against the lab's servers (not throwaway ones).
+
+The Iceberg module runs inside k2-spark-iceberg through the community.docker.docker
+connection, where the warehouse is, as a playbook does in production on the Spark host.
+"""
+import os
+import subprocess
+import sys
+import time
+
+from k2lab import faults, lab
+from tests.support.ansible_module import run_module
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPARK_HOST = (lab.SPARK, lab.OFFLOAD_PY)
+CATALOG = {"type": "sql", "uri": "sqlite:////home/iceberg/warehouse/catalog.db",
+           "warehouse": "file:///home/iceberg/warehouse"}
+
+
+def _pytest(paths, env):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + paths,
+                          cwd=REPO, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=900, check=False)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out[-5000:]
+    assert " passed" in out.splitlines()[-1], out[-2000:]
+    return out.splitlines()[-1]
+
+
+def test_offload_source_info_suite_against_the_lab_clickhouse(k2lab):
+    _pytest(["tests/integration/test_offload_source_info.py"],
+            {"K2_TEST_CH_URL": k2lab["clickhouse_url"].rstrip("/")})
+
+
+def test_iceberg_table_info_reads_the_lab_cold_tier_in_place(k2lab):
+    faults.inject("scheduler-stopped")  # a still cold tier, so both reads see the same table
+    try:
+        report = lab.consistency()
+        latest = lab.latest_watermarks()
+        for t in lab.TABLES:
+            r = run_module("iceberg_table_info", {"table": "cold." + t, "iceberg_catalog": "k2",
+                                                  "iceberg_catalog_properties": CATALOG,
+                                                  "watermark": {"max_timestamp": latest[t][0],
+                                                                "sequence_number": latest[t][1]}},
+                           host=SPARK_HOST)
+            assert not r["failed"], r.get("msg")
+            assert r["row_count"] == report["tables"][t]["cold_rows"]
+            assert r["duplicates"]["duplicate_rows"] == 0
+            assert r["past_watermark"]["rows"] == 0 and r["past_watermark"]["max_pair"] is None
+            assert (r["max_pair"]["max_timestamp"], r["max_pair"]["sequence_number"]) == \
+                (latest[t][0], latest[t][1])
+            assert r["latest_watermark_snapshot"]["watermark"]["sequence_number"] == latest[t][1]
+    finally:
+        faults.heal("scheduler-stopped")
+
+
+def test_offload_source_info_sees_the_rows_a_silent_failure_leaves_behind(k2lab):
+    faults.inject("silent-zero")
+    try:
+        time.sleep(k2lab["cycle_seconds"] + 2)
+        latest = lab.latest_watermarks()["bronze_trades_binance"]
+        r = run_module("offload_source_info", {
+            "clickhouse_url": k2lab["clickhouse_url"], "tables": ["bronze_trades_binance"],
+            "watermarks": {"bronze_trades_binance": {"max_timestamp": latest[0], "sequence_number": latest[1]}}})
+        assert not r["failed"], r.get("msg")
+        after = r["tables"]["bronze_trades_binance"]["after_watermark"]
+        assert after["rows"] > 0
+    finally:
+        faults.heal("silent-zero")
