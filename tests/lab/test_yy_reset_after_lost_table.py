@@ -1,0 +1,88 @@
+"""Issue 4 end to end: the watermark table is lost; recreate it and restart the offload.
+
+`strategy: cold_tier` (the collection's default for this case) leaves the cold tier
+exact after three cycles. The runbook's way (`lookback: 24h`) is run second and its
+damage recorded: every row between the lookback pair and the cold tier's greatest
+pair is offloaded a second time. It runs last before the lab goes down because it
+leaves the cold tier duplicated.
+"""
+import json
+import os
+
+from k2lab import REPO_DIR, faults, lab
+from tests.support.ansible_module import run_module
+
+SPARK_HOST = (lab.SPARK, lab.OFFLOAD_PY)
+OUTPUT = os.path.join(REPO_DIR, "tests", "output")
+CATALOG = {"type": "sql", "uri": "sqlite:////home/iceberg/warehouse/catalog.db",
+           "warehouse": "file:///home/iceberg/warehouse"}
+
+
+def reset_args(k2lab, **kw):
+    """watermark_reset as it runs on the Spark host: PostgreSQL and ClickHouse by their
+    k2-network names, the Iceberg catalog in place."""
+    args = {
+        "login_host": lab.PG, "port": 5432, "login_db": "prefect", "login_user": "prefect",
+        "login_password": k2lab["pg_password"], "state": "present", "tables": list(lab.TABLES),
+        "clickhouse_url": "http://%s:8123/" % lab.CH,
+        "iceberg_catalog": "k2", "iceberg_catalog_properties": CATALOG,
+    }
+    args.update(kw)
+    return args
+
+
+def lose_the_table():
+    faults.inject("table-dropped")
+    out = lab.dexec(lab.PG, "psql", "-U", "prefect", "-d", "prefect", "-c", r"\dt offload_watermarks",
+                    check=False)
+    assert "offload_watermarks" not in out
+
+
+def test_cold_tier_reset_leaves_the_cold_tier_exact(k2lab):
+    lose_the_table()
+    plan = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), check=True, host=SPARK_HOST)
+    assert not plan["failed"], plan.get("msg")
+    assert plan["changed"]
+    # check mode wrote nothing: the table is still missing
+    assert "offload_watermarks" not in lab.dexec(lab.PG, "psql", "-U", "prefect", "-d", "prefect", "-c",
+                                                 r"\dt offload_watermarks", check=False)
+    result = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), host=SPARK_HOST)
+    assert not result["failed"], result.get("msg")
+    assert result["changed"]
+    again = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), host=SPARK_HOST)
+    assert not again["failed"] and not again["changed"], again
+    lab.wait_for_new_watermarks(cycles=3)
+    report = lab.consistency()
+    for t in lab.TABLES:
+        r = report["tables"][t]
+        assert (r["missing"], r["duplicated_rows"], r["past_watermark"]) == (0, 0, 0), r
+    assert report["ok"]
+
+
+def test_runbook_lookback_reset_duplicates_what_the_cold_tier_had(k2lab):
+    table = lab.TABLES[0]
+    faults.inject("scheduler-stopped")
+    try:
+        cold_max = lab.latest_watermarks()[table][:2]
+        lose_the_table()
+        result = run_module("watermark_reset", reset_args(k2lab, strategy="lookback", lookback="24h",
+                                                           tables=[table]), host=SPARK_HOST)
+        assert not result["failed"], result.get("msg")
+        new = lab.latest_watermarks()[table]
+    finally:
+        faults.heal("scheduler-stopped")
+    # What the next cycle offloads a second time: the source rows in (lookback pair, cold tier's greatest pair].
+    expected = int(lab.ch(
+        "SELECT count() FROM {t} WHERE (exchange_timestamp > toDateTime('{a}') OR (exchange_timestamp = "
+        "toDateTime('{a}') AND sequence_number > {sa})) AND (exchange_timestamp < toDateTime('{b}') OR "
+        "(exchange_timestamp = toDateTime('{b}') AND sequence_number <= {sb}))".format(
+            t=table, a=new[0], sa=new[1], b=cold_max[0], sb=cold_max[1])).strip())
+    assert expected > 100000  # about a day of trades
+    lab.wait_for_new_watermarks(tables=[table], cycles=1)
+    r = lab.consistency(tables=[table])["tables"][table]
+    assert r["duplicated_rows"] == expected and r["missing"] == 0, r
+    record = {"table": table, "lookback": "24h", "lookback_pair": new[:2], "cold_tier_pair_before": cold_max,
+              "duplicated_rows": r["duplicated_rows"], "duplicated_keys": r["duplicated_keys"]}
+    os.makedirs(OUTPUT, exist_ok=True)
+    with open(os.path.join(OUTPUT, "lookback-duplicates.json"), "w") as fh:
+        json.dump(record, fh, indent=2)
