@@ -16,7 +16,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCENARIOS = ("watermark_cleanup", "watermark_health_check", "watermark_backup", "watermark_alerts")
+SCENARIOS = ("watermark_cleanup", "watermark_health_check", "watermark_backup", "watermark_alerts",
+             "prevention")
 OUTPUT = os.path.join(REPO, "tests", "output")
 VENV_BIN = os.path.dirname(sys.executable)
 

@@ -5,6 +5,7 @@
 Needs promtool (Debian package prometheus) and the collections path made by
 scripts/setup.sh.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +31,6 @@ PLAYBOOK = """
 
 def render(tmp_path, **role_vars):
     """Apply the role to a scratch rules dir on this host, no reload."""
-    import json
     play = tmp_path / "render.yml"
     play.write_text(PLAYBOOK)
     extra = {
