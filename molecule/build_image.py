@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build (once) the image the molecule scenarios run in and print its ref.
 
 FROM the lab's debootstrap'ed base image (lab/k2lab/images.py builds it when
