@@ -175,10 +175,23 @@ def build_service(name, force=False):
     return ref
 
 
+def prune_old_tags(ref):
+    """Remove this image's earlier tags (other input hashes); ones still in use stay."""
+    repo = ref.split(":")[0]
+    tags = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False).stdout.decode().split()
+    for old in tags:
+        if old != ref:
+            subprocess.run(["docker", "image", "rm", old], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
+
+
 def build_all(force=False):
     refs = {"base": build_base(force)}
     for name in SERVICES:
         refs[name] = build_service(name, force)
+    for ref in refs.values():
+        prune_old_tags(ref)
     return refs
 
 
