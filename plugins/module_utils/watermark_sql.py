@@ -280,9 +280,13 @@ class WatermarkStore(object):
         self._q("SELECT pg_advisory_unlock(%s, hashtext(%s))",
                 (ADVISORY_LOCK_CLASS, self.qualified_name), "one")
 
+    def set_lock_timeout(self, lock_timeout_ms):
+        """For the current transaction only."""
+        self._q("SELECT set_config('lock_timeout', %s, true)", ("%dms" % lock_timeout_ms,), "one")
+
     def lock_for_write(self, lock_timeout_ms):
         """Block other writers (the scheduler's INSERT waits), let readers through, until commit."""
-        self._q("SELECT set_config('lock_timeout', %s, true)", ("%dms" % lock_timeout_ms,), "one")
+        self.set_lock_timeout(lock_timeout_ms)
         self._q(pg_sql.SQL("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE").format(t=self.t), fetch=None)
 
     # -- writing ----------------------------------------------------------------------------------
