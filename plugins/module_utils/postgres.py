@@ -36,7 +36,7 @@ SSL_MODES = ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"
 # An unquoted PostgreSQL identifier, ASCII only, at most 63 bytes (NAMEDATALEN-1).
 # Quotes, dots inside a part, spaces, unicode and SQL are refused rather than quoted:
 # a watermark table name never needs them, and refusing is the safer answer.
-_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 
 
 class TableNameError(ValueError):

@@ -170,6 +170,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
     OperationError, db_failure, open_store, run_cleanup)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import validate_cleanup
 
 
 def main():
@@ -187,11 +188,14 @@ def main():
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
-        required_one_of=[("keep", "older_than", "duplicates_only")],
         supports_check_mode=True,
     )
     if module.params["lock_timeout"] < 0:
         module.fail_json(msg="lock_timeout must be zero or more seconds, got %d" % module.params["lock_timeout"])
+    try:
+        validate_cleanup(module.params["keep"], module.params["older_than"], module.params["duplicates_only"])
+    except WatermarkError as e:
+        module.fail_json(msg=str(e))
     conn, store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_cleanup")
     try:
         result = run_cleanup(store, module.params, module.check_mode)

@@ -25,7 +25,7 @@ description:
     C(SELECT MAX(max_timestamp), MAX(sequence_number) ... GROUP BY table_name) takes each column's maximum
     separately; when the two maxima come from different rows (a regressed or corrupted entry, a sequence
     reset) it invents a pair no cycle ever wrote, which can skip rows that were never offloaded (data loss)."
-  - Refuses to move a watermark backward (below the latest entry) unless O(allow_backward=true): the rows
+  - Refuses to move a watermark backward (below the latest entry) unless O(allow_backward=true); the rows
     between the two pairs would be offloaded again, which means duplicates in the cold tier.
   - "What the scheduler sees: while the change runs the table is locked in C(SHARE ROW EXCLUSIVE) mode, so its
     C(SELECT) of the latest entry proceeds but its C(INSERT) of a new entry waits (it does not fail) until the
