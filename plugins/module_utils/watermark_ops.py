@@ -50,8 +50,8 @@ def check_source_table_names(names, option="tables"):
         if not isinstance(name, str) or not name.strip():
             raise OperationError("%s: empty table name" % option)
         if len(name) > MAX_TABLE_NAME:
-            raise OperationError("%s: table name longer than %d characters: %r..." % (option, MAX_TABLE_NAME,
-                                                                                     name[:40]))
+            raise OperationError("%s: table name longer than %d characters: %r..."
+                                 % (option, MAX_TABLE_NAME, name[:40]))
         if any(ord(c) < 32 for c in name):
             raise OperationError("%s: table name contains control characters: %r" % (option, name))
         out.append(name)
@@ -378,8 +378,8 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
                 conn.rollback()
                 return out
             now = utcnow()
-            union = pg_sql.SQL(" OR ").join(pg_sql.SQL("(") + w + pg_sql.SQL(")") for _, w, _, _ in preds)
-            union_params = [v for _, _, p, _ in preds for v in p]
+            union = pg_sql.SQL(" OR ").join(pg_sql.SQL("(") + pred[1] + pg_sql.SQL(")") for pred in preds)
+            union_params = [value for pred in preds for value in pred[2]]
             out["backup"], out["backup_rows"] = _backup(store, params, union, union_params, now)
             store.ensure_audit_table()
             for name, where, wparams, n in preds:

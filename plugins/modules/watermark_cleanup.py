@@ -64,7 +64,7 @@ options:
     type: bool
     default: false
 author:
-  - K2 Platform Engineering
+  - K2 Platform Engineering (@k2-platform)
 seealso:
   - module: k2.iceberg_offload.watermark_info
   - module: k2.iceberg_offload.watermark_reset

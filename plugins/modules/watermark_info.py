@@ -72,7 +72,7 @@ options:
     type: bool
     default: true
 author:
-  - K2 Platform Engineering
+  - K2 Platform Engineering (@k2-platform)
 seealso:
   - module: k2.iceberg_offload.watermark_reset
   - module: k2.iceberg_offload.watermark_cleanup
@@ -176,10 +176,10 @@ tables:
       type: float
       sample: 1320.0
     stale:
-      description: O(age_seconds) is greater than O(stale_after).
+      description: C(age_seconds) is greater than O(stale_after).
       type: bool
     warning:
-      description: O(age_seconds) is greater than O(warn_after).
+      description: C(age_seconds) is greater than O(warn_after).
       type: bool
     entries_last_hour:
       description: Entries written in the last hour.

@@ -46,7 +46,7 @@ def run_module(name, args=None, check=False, diff=False, env=None, timeout=300):
         cmd.append("--check")
     if diff:
         cmd.append("--diff")
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
                           env=ansible_env(env), timeout=timeout)
     out = proc.stdout.decode()
     try:
@@ -70,7 +70,7 @@ def run_playbook(playbook, extra_vars=None, check=False, env=None, inventory="lo
         cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
                           env=ansible_env(env), timeout=timeout)
     out = proc.stdout.decode()
     try:

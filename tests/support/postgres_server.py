@@ -96,14 +96,14 @@ class PostgresServer(object):
     def kill(self):
         """SIGKILL the postmaster and its backends (a crash), by their ids."""
         pid = self.pid()
-        children = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE).stdout.split()
+        children = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE, check=False).stdout.split()
         os.kill(pid, signal.SIGKILL)
         for c in children:
             try:
                 os.kill(int(c), signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for _ in range(100):
+        for dummy in range(100):
             if not _port_open(self.host, self.port):
                 break
             time.sleep(0.1)
