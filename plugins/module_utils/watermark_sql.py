@@ -203,10 +203,18 @@ class WatermarkStore(object):
         n_regressions = self._q(base + pg_sql.SQL(
             " SELECT count(*) FROM w WHERE p_id IS NOT NULL"
             " AND (max_timestamp, sequence_number) < (p_ts, p_seq)"), (table_name, window_seconds), "one")[0]
+        # A burst: more than burst_threshold entries within any sliding hour; consecutive
+        # over-threshold entries less than an hour apart make one burst.
         bursts = self._q(pg_sql.SQL(
-            "SELECT date_trunc('hour', created_at) AS hour, count(*) FROM {t}"
-            " WHERE table_name = %s AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)"
-            " GROUP BY 1 HAVING count(*) > %s ORDER BY 1 DESC LIMIT %s").format(t=self.t),
+            "WITH c AS ("
+            " SELECT created_at, count(*) OVER (ORDER BY created_at"
+            "  RANGE BETWEEN interval '1 hour' PRECEDING AND CURRENT ROW) AS n"
+            " FROM {t} WHERE table_name = %s AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)),"
+            " b AS (SELECT created_at, n, CASE WHEN created_at - lag(created_at) OVER (ORDER BY created_at)"
+            "  <= interval '1 hour' THEN 0 ELSE 1 END AS brk FROM c WHERE n > %s),"
+            " g AS (SELECT created_at, n, sum(brk) OVER (ORDER BY created_at) AS grp FROM b)"
+            " SELECT min(created_at), max(created_at), max(n) FROM g GROUP BY grp"
+            " ORDER BY 2 DESC LIMIT %s").format(t=self.t),
             (table_name, window_seconds, burst_threshold, limit))
         dup_pairs = self._q(pg_sql.SQL(
             "SELECT max_timestamp, sequence_number, count(*) FROM {t}"
@@ -223,7 +231,8 @@ class WatermarkStore(object):
                 "entry": {"id": r[4], "max_timestamp": format_timestamp(r[5]), "sequence_number": r[6],
                           "created_at": format_timestamp(r[7])}} for r in regressions],
             "regression_count": n_regressions,
-            "duplicate_bursts": [{"hour": format_timestamp(h), "entries": n} for h, n in bursts],
+            "duplicate_bursts": [{"first": format_timestamp(a), "last": format_timestamp(b),
+                                  "max_entries_per_hour": n} for a, b, n in bursts],
             "duplicate_pairs": [{"max_timestamp": format_timestamp(ts), "sequence_number": s, "entries": n}
                                 for ts, s, n in dup_pairs],
         }

@@ -55,7 +55,7 @@ options:
     default: 24h
   burst_threshold:
     description:
-      - More entries than this for one table in one clock hour is a duplicate burst (runbook Scenario 4 says
+      - More entries than this for one table within any hour is a duplicate burst (runbook Scenario 4 says
         more than 10 means possible duplicate writes).
     type: int
     default: 10
@@ -213,10 +213,11 @@ tables:
       description: Number of regressions in the lookback window.
       type: int
     duplicate_bursts:
-      description: Clock hours with more than O(burst_threshold) entries.
+      description: Periods in which some sliding hour held more than O(burst_threshold) entries; C(first) and
+        C(last) are the first and last entry at which the trailing hour was over the threshold.
       type: list
       elements: dict
-      sample: [{"hour": "2026-02-12 10:00:00", "entries": 57}]
+      sample: [{"first": "2026-02-12 10:03:00", "last": "2026-02-12 10:41:00", "max_entries_per_hour": 57}]
     duplicate_pairs:
       description: Pairs written more than once in the lookback window, with their count.
       type: list

@@ -80,13 +80,15 @@ class WatermarkDB(object):
         return self.sql("SELECT module, table_name, parameters, before, after, rows_affected, backup, db_user,"
                         " client_host FROM %s ORDER BY id" % self.audit_table)
 
-    def args(self, **extra):
-        a = self.server.module_args(watermark_table=self.table, audit_table=self.audit_table)
+    def args(self, module="watermark_reset", **extra):
+        a = self.server.module_args(watermark_table=self.table)
+        if module != "watermark_info":
+            a["audit_table"] = self.audit_table
         a.update(extra)
         return a
 
     def run(self, module, check=False, diff=False, **extra):
-        return run_module(module, self.args(**extra), check=check, diff=diff)
+        return run_module(module, self.args(module, **extra), check=check, diff=diff)
 
     def drop(self):
         with contextlib.suppress(Exception):
