@@ -274,7 +274,9 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
             return _reset_result(out, plans, check_mode=True)
         # Under the table lock the facts are read again: the plan written is the plan checked.
         try:
-            store.lock_for_write(params["lock_timeout"] * 1000)
+            store.set_lock_timeout(params["lock_timeout"] * 1000, local=False)
+            conn.commit()
+            store.lock_for_write()
             plans = _plans(store, names, strategy, params, True, targets)
             refused = [p["refused"] for p in plans if p["refused"]]
             if refused:

@@ -289,22 +289,26 @@ class WatermarkStore(object):
         self._q("SELECT pg_advisory_unlock(%s, hashtext(%s))",
                 (ADVISORY_LOCK_CLASS, self.qualified_name), "one")
 
-    def set_lock_timeout(self, lock_timeout_ms):
-        """For the current transaction only."""
-        self._q("SELECT set_config('lock_timeout', %s, true)", ("%dms" % lock_timeout_ms,), "one")
+    def set_lock_timeout(self, lock_timeout_ms, local=True):
+        """For the current transaction only (or, with local=False, the session)."""
+        self._q("SELECT set_config('lock_timeout', %s, %s)", ("%dms" % lock_timeout_ms, local), "one")
 
-    def lock_for_write(self, lock_timeout_ms):
-        """Block other writers (the scheduler's INSERT waits), let readers through, until commit."""
-        self.set_lock_timeout(lock_timeout_ms)
+    def lock_for_write(self):
+        """Block other writers (the scheduler's INSERT waits), let readers through, until commit.
+
+        Must be the first statement of its transaction: then the transaction's now(),
+        which stamps the entries we insert, is the moment we asked for the lock. A writer
+        that starts after that waits behind us and gets a later created_at, so the
+        entries keep their commit order; set lock_timeout on the session beforehand.
+        """
         self._q(pg_sql.SQL("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE").format(t=self.t), fetch=None)
 
     # -- writing ----------------------------------------------------------------------------------
     def insert(self, table_name, pair):
-        """Insert one entry stamped with the clock time after the lock: it sorts after every
-        entry committed before us, whatever time our transaction started."""
+        """Insert one entry; created_at is the column default, now() (see lock_for_write)."""
         row = self._q(pg_sql.SQL(
-            "INSERT INTO {t} (table_name, max_timestamp, sequence_number, created_at)"
-            " VALUES (%s, %s, %s, clock_timestamp()::timestamp)"
+            "INSERT INTO {t} (table_name, max_timestamp, sequence_number)"
+            " VALUES (%s, %s, %s)"
             " RETURNING id, table_name, max_timestamp, sequence_number, created_at").format(t=self.t),
             (table_name, pair.max_timestamp, pair.sequence_number), "one")
         return _entry(row)

@@ -47,8 +47,8 @@ def test_pair_append_converts_offsets_to_naive_utc_and_is_idempotent(wdb):
                 max_timestamp="2026-02-12T12:00:00+02:00", sequence_number=4242)
     r = wdb.run("watermark_reset", check=True, diff=True, **args)
     assert r["changed"] and wdb.rows() == []
-    assert r["diff"]["after"]["bronze_trades_binance"]["latest"] == {"max_timestamp": "2026-02-12 10:00:00",
-                                                                      "sequence_number": 4242}
+    want = {"max_timestamp": "2026-02-12 10:00:00", "sequence_number": 4242}
+    assert r["diff"]["after"]["bronze_trades_binance"]["latest"] == want
     r = wdb.run("watermark_reset", diff=True, **args)
     assert r["changed"] and [p["action"] for p in r["tables"]] == ["append", "append"]
     assert [(x[1], x[2], x[3]) for x in wdb.rows()] == [
@@ -83,8 +83,8 @@ def test_safe_point_is_greatest_existing_pair_not_runbook_max_max(wdb):
     assert runbook == (T(2026, 2, 12, 10), 900)  # a pair no row holds
     r = wdb.run("watermark_reset", strategy="safe_point", mode="replace", backup="table",
                 backup_table=wdb.schema + ".wm_backup")
-    assert r["changed"] and r["tables"][0]["after"] == {"max_timestamp": "2026-02-12 10:00:00",
-                                                         "sequence_number": 500}
+    want = {"max_timestamp": "2026-02-12 10:00:00", "sequence_number": 500}
+    assert r["changed"] and r["tables"][0]["after"] == want
     assert [(x[2], x[3]) for x in wdb.rows()] == [(T(2026, 2, 12, 10), 500)]
     assert r["backup"] == wdb.schema + ".wm_backup" and r["backup_rows"] == 3
     assert wdb.sql("SELECT count(*) FROM %s.wm_backup" % wdb.schema)[0][0] == 3
