@@ -110,9 +110,11 @@ class PostgresServer(object):
         time.sleep(0.5)
 
     def restart_after_crash(self):
-        pidfile = self.datadir + "/data/postmaster.pid"
-        if os.path.exists(pidfile):
-            os.unlink(pidfile)
+        # A killed postmaster leaves its pid file and socket lock behind.
+        for name in ("postmaster.pid", ".s.PGSQL.%d.lock" % self.port, ".s.PGSQL.%d" % self.port):
+            path = os.path.join(self.datadir, "data", name)
+            if os.path.exists(path):
+                os.unlink(path)
         self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.datadir + "/data", "-l",
                    self.datadir + "/server.log", "-w", "-t", "60", "start"])
 
