@@ -83,10 +83,10 @@ def test_keep_and_older_than_together_delete_only_what_both_select(wdb):
 
 def test_duplicates_only_keeps_newest_of_each_pair(wdb):
     wdb.create_table()
-    a = [wdb.insert("b", T(2026, 2, 12, 10), 500) for _ in range(4)]
+    a = [wdb.insert("b", T(2026, 2, 12, 10), 500) for dummy in range(4)]
     b = wdb.insert("b", T(2026, 2, 12, 10, 15), 600)
-    c = [wdb.insert("b", T(2026, 2, 12, 10, 30), 700) for _ in range(3)]
-    other = [wdb.insert("c", T(2026, 2, 12, 10), 500) for _ in range(2)]
+    c = [wdb.insert("b", T(2026, 2, 12, 10, 30), 700) for dummy in range(3)]
+    other = [wdb.insert("c", T(2026, 2, 12, 10), 500) for dummy in range(2)]
     r = wdb.run("watermark_cleanup", tables=["b"], duplicates_only=True, backup="none")
     assert r["deleted"] == 5
     assert sorted(x[0] for x in wdb.rows()) == sorted([a[-1], b, c[-1]] + other)

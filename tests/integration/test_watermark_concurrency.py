@@ -70,7 +70,8 @@ def test_writer_during_cleanup_and_reset(wdb, pg_server):
     assert mid > started and len(writer.done) > mid, "the writer kept writing during the runs"
 
     # no lost insert: every row the writer committed is in the table or in one of the backups
-    ids = lambda q: set(r[0] for r in wdb.sql(q))  # noqa: E731
+    def ids(query):
+        return set(r[0] for r in wdb.sql(query))
     present = ids("SELECT id FROM %s" % wdb.table)
     saved = ids("SELECT id FROM %s.bk_clean" % wdb.schema) | ids("SELECT id FROM %s.bk_reset" % wdb.schema)
     written = set(d[0] for d in writer.done)

@@ -54,7 +54,7 @@ def populated(wdb):
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_hostile_input_refused_and_nothing_written(populated, case):
-    _id, module, args, words = case
+    module, args, words = case[1:]
     before = populated.snapshot()
     r = populated.run(module, **args)
     assert r["failed"], r
