@@ -369,30 +369,55 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
                 where, wparams = store.cleanup_predicate(name, params.get("keep"), older,
                                                          params.get("duplicates_only"))
                 total = store.count_entries(name)
-                n = store.count_where(where, wparams) if where is not None else 0
-                out["tables"].append({"table_name": name, "entries_before": total, "deleted": n,
-                                      "entries_after": total - n})
-                if n:
-                    preds.append((name, where, wparams, n))
-            out["deleted"] = sum(t["deleted"] for t in out["tables"])
-            out["changed"] = out["deleted"] > 0
+                item = {"table_name": name, "entries_before": total, "deleted": 0, "entries_after": total}
+                if where is not None:
+                    preds.append((name, where, wparams))
+                    if check_mode:
+                        item["deleted"] = store.count_where(where, wparams)
+                        item["entries_after"] = total - item["deleted"]
+                out["tables"].append(item)
             if check_mode or not preds:
+                out["deleted"] = sum(t["deleted"] for t in out["tables"])
+                out["changed"] = out["deleted"] > 0
                 conn.rollback()
                 return out
             now = utcnow()
             union = pg_sql.SQL(" OR ").join(pg_sql.SQL("(") + pred[1] + pg_sql.SQL(")") for pred in preds)
             union_params = [value for pred in preds for value in pred[2]]
-            out["backup"], out["backup_rows"] = _backup(store, params, union, union_params, now)
+            kind = params.get("backup") or "table"
+            backup_parts = None
+            if kind == "file":
+                # The file is written before the delete, from the same snapshot.
+                out["backup"], out["backup_rows"] = _backup(store, params, union, union_params, now)
+            elif kind == "table":
+                backup_parts = (parse_table_name(params["backup_table"], "backup_table")
+                                if params.get("backup_table") else default_backup_name(store.table, now))
+            try:
+                counts = store.delete_counting(union, union_params, backup_parts)
+            except ValueError as e:
+                raise OperationError(str(e))
+            if not counts:
+                conn.rollback()
+                if out["backup"]:
+                    os.unlink(out["backup"])
+                    out["backup"] = None
+                    out.pop("backup_rows", None)
+                return out
+            if backup_parts is not None:
+                out["backup"] = ".".join(backup_parts)
+                out["backup_rows"] = sum(counts.values())
             store.ensure_audit_table()
-            for name, where, wparams, n in preds:
-                deleted = store.delete_where(where, wparams)
-                item = [t for t in out["tables"] if t["table_name"] == name][0]
+            for item in out["tables"]:
+                deleted = counts.get(item["table_name"], 0)
                 item["deleted"] = deleted
                 item["entries_after"] = item["entries_before"] - deleted
-                out["audit_ids"].append(store.audit(
-                    module_name, name, audit_params(params), {"entries": item["entries_before"]},
-                    {"entries": item["entries_before"] - deleted}, deleted, out["backup"]))
-            out["deleted"] = sum(t["deleted"] for t in out["tables"])
+                if deleted:
+                    out["audit_ids"].append(store.audit(
+                        module_name, item["table_name"], audit_params(params),
+                        {"entries": item["entries_before"]}, {"entries": item["entries_after"]},
+                        deleted, out["backup"]))
+            out["deleted"] = sum(counts.values())
+            out["changed"] = True
             conn.commit()
         except psycopg2.Error as e:
             rollback_quietly(conn)

@@ -180,29 +180,33 @@ class WatermarkStore(object):
 
         One index range scan; the previous entry is taken by ``(created_at, id)``.
         """
-        base = pg_sql.SQL(
+        rows = self._q(pg_sql.SQL(
             "WITH w AS ("
             " SELECT id, max_timestamp, sequence_number, created_at,"
             "  lag(id) OVER o AS p_id, lag(max_timestamp) OVER o AS p_ts,"
             "  lag(sequence_number) OVER o AS p_seq, lag(created_at) OVER o AS p_created"
             " FROM {t} WHERE table_name = %s"
             "  AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)"
-            " WINDOW o AS (ORDER BY created_at, id))").format(t=self.t)
-        gaps = self._q(base + pg_sql.SQL(
-            " SELECT p_created, created_at, EXTRACT(EPOCH FROM (created_at - p_created))::float8 FROM w"
-            " WHERE p_created IS NOT NULL AND created_at - p_created > make_interval(secs => %s)"
-            " ORDER BY created_at DESC LIMIT %s"), (table_name, window_seconds, gap_seconds, limit))
-        n_gaps = self._q(base + pg_sql.SQL(
-            " SELECT count(*) FROM w WHERE p_created IS NOT NULL"
-            " AND created_at - p_created > make_interval(secs => %s)"),
-            (table_name, window_seconds, gap_seconds), "one")[0]
-        regressions = self._q(base + pg_sql.SQL(
-            " SELECT p_id, p_ts, p_seq, p_created, id, max_timestamp, sequence_number, created_at FROM w"
-            " WHERE p_id IS NOT NULL AND (max_timestamp, sequence_number) < (p_ts, p_seq)"
-            " ORDER BY created_at DESC, id DESC LIMIT %s"), (table_name, window_seconds, limit))
-        n_regressions = self._q(base + pg_sql.SQL(
-            " SELECT count(*) FROM w WHERE p_id IS NOT NULL"
-            " AND (max_timestamp, sequence_number) < (p_ts, p_seq)"), (table_name, window_seconds), "one")[0]
+            " WINDOW o AS (ORDER BY created_at, id)),"
+            " f AS (SELECT *,"
+            "  coalesce(created_at - p_created > make_interval(secs => %s), false) AS is_gap,"
+            "  coalesce((max_timestamp, sequence_number) < (p_ts, p_seq), false) AS is_reg FROM w),"
+            " r AS (SELECT *,"
+            "  count(*) FILTER (WHERE is_gap) OVER () AS n_gaps,"
+            "  count(*) FILTER (WHERE is_reg) OVER () AS n_regs,"
+            "  row_number() OVER (PARTITION BY is_gap ORDER BY created_at DESC, id DESC) AS rn_gap,"
+            "  row_number() OVER (PARTITION BY is_reg ORDER BY created_at DESC, id DESC) AS rn_reg"
+            "  FROM f WHERE is_gap OR is_reg)"
+            " SELECT p_id, p_ts, p_seq, p_created, id, max_timestamp, sequence_number, created_at,"
+            "  EXTRACT(EPOCH FROM (created_at - p_created))::float8, is_gap AND rn_gap <= %s,"
+            "  is_reg AND rn_reg <= %s, n_gaps, n_regs"
+            " FROM r WHERE (is_gap AND rn_gap <= %s) OR (is_reg AND rn_reg <= %s)"
+            " ORDER BY created_at DESC, id DESC").format(t=self.t),
+            (table_name, window_seconds, gap_seconds, limit, limit, limit, limit))
+        gaps = [(r[3], r[7], r[8]) for r in rows if r[9]]
+        regressions = [r[:8] for r in rows if r[10]]
+        n_gaps = rows[0][11] if rows else 0
+        n_regressions = rows[0][12] if rows else 0
         # A burst: more than burst_threshold entries within any sliding hour; consecutive
         # over-threshold entries less than an hour apart make one burst.
         bursts = self._q(pg_sql.SQL(
@@ -375,6 +379,23 @@ class WatermarkStore(object):
     def count_where(self, where_sql, params):
         return self._q(pg_sql.SQL("SELECT count(*) FROM {t} w WHERE ").format(t=self.t) + where_sql,
                        params, "one")[0]
+
+    def delete_counting(self, where_sql, params, backup_parts=None):
+        """Delete the rows selected by where_sql in one pass; with backup_parts, the deleted rows go
+        into that new table in the same statement. Returns {table_name: rows deleted}."""
+        if backup_parts is None:
+            query = (pg_sql.SQL("WITH d AS (DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql
+                     + pg_sql.SQL(" RETURNING w.table_name) SELECT table_name, count(*) FROM d GROUP BY 1"))
+        else:
+            if self._regclass(backup_parts) is not None:
+                raise ValueError("backup table %s already exists; choose another backup_table"
+                                 % ".".join(backup_parts))
+            b = identifier(backup_parts)
+            self._q(pg_sql.SQL("CREATE TABLE {b} (LIKE {t})").format(b=b, t=self.t), fetch=None)
+            query = (pg_sql.SQL("WITH d AS (DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql
+                     + pg_sql.SQL(" RETURNING w.*), i AS (INSERT INTO {b} SELECT * FROM d)"
+                                  " SELECT table_name, count(*) FROM d GROUP BY 1").format(b=b))
+        return dict(self._q(query, params))
 
     def delete_where(self, where_sql, params):
         return self._q(pg_sql.SQL("DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql, params, None)

@@ -67,7 +67,7 @@ def result_of(proc):
 
 
 @pytest.mark.parametrize("module,args,query", [
-    ("watermark_cleanup", dict(keep=10, backup="none"), "DELETE FROM%"),
+    ("watermark_cleanup", dict(keep=10, backup="table"), "%DELETE FROM%"),
     ("watermark_reset", dict(strategy="safe_point", mode="replace", backup="table"), "%DELETE FROM%"),
 ])
 def test_kill_mid_operation_leaves_table_as_it_was(crash_server, module, args, query):
