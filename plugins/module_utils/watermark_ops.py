@@ -364,17 +364,26 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
         try:
             store.set_lock_timeout(params["lock_timeout"] * 1000)
             names = names or store.table_names()
+            keep_only = params.get("keep") is not None and older is None and not params.get("duplicates_only")
             preds = []
             for name in names:
                 where, wparams = store.cleanup_predicate(name, params.get("keep"), older,
                                                          params.get("duplicates_only"))
-                total = store.count_entries(name)
-                item = {"table_name": name, "entries_before": total, "deleted": 0, "entries_after": total}
+                item = {"table_name": name}
+                if where is None:
+                    item["entries_before"] = item["entries_after"] = store.count_entries(name)
+                    item["deleted"] = 0
+                elif check_mode:
+                    item["entries_before"] = store.count_entries(name)
+                    item["deleted"] = store.count_where(where, wparams)
+                    item["entries_after"] = item["entries_before"] - item["deleted"]
+                elif keep_only:
+                    # What stays is a short index range; what goes is counted by the DELETE itself.
+                    item["entries_after"] = store.count_kept(name, store.last_keep_cut)
+                else:
+                    item["entries_before"] = store.count_entries(name)
                 if where is not None:
-                    preds.append((name, where, wparams))
-                    if check_mode:
-                        item["deleted"] = store.count_where(where, wparams)
-                        item["entries_after"] = total - item["deleted"]
+                    preds.append((name, where, wparams, item))
                 out["tables"].append(item)
             if check_mode or not preds:
                 out["deleted"] = sum(t["deleted"] for t in out["tables"])
@@ -382,41 +391,43 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
                 conn.rollback()
                 return out
             now = utcnow()
-            union = pg_sql.SQL(" OR ").join(pg_sql.SQL("(") + pred[1] + pg_sql.SQL(")") for pred in preds)
-            union_params = [value for pred in preds for value in pred[2]]
             kind = params.get("backup") or "table"
             backup_parts = None
             if kind == "file":
-                # The file is written before the delete, from the same snapshot.
+                # Written before the delete, from the same snapshot: exactly the rows deleted.
+                union = pg_sql.SQL(" OR ").join(pg_sql.SQL("(") + pred[1] + pg_sql.SQL(")") for pred in preds)
+                union_params = [value for pred in preds for value in pred[2]]
                 out["backup"], out["backup_rows"] = _backup(store, params, union, union_params, now)
             elif kind == "table":
                 backup_parts = (parse_table_name(params["backup_table"], "backup_table")
                                 if params.get("backup_table") else default_backup_name(store.table, now))
-            try:
-                counts = store.delete_counting(union, union_params, backup_parts)
-            except ValueError as e:
-                raise OperationError(str(e))
-            if not counts:
+                try:
+                    store.create_backup_table(backup_parts)
+                except ValueError as e:
+                    raise OperationError(str(e))
+            for name, where, wparams, item in preds:
+                item["deleted"] = store.delete_where(where, wparams, backup_parts)
+                if "entries_before" in item:
+                    item["entries_after"] = item["entries_before"] - item["deleted"]
+                else:
+                    item["entries_before"] = item["entries_after"] + item["deleted"]
+            out["deleted"] = sum(t["deleted"] for t in out["tables"])
+            if not out["deleted"]:
                 conn.rollback()
                 if out["backup"]:
                     os.unlink(out["backup"])
-                    out["backup"] = None
-                    out.pop("backup_rows", None)
+                out["backup"] = None
+                out.pop("backup_rows", None)
                 return out
             if backup_parts is not None:
                 out["backup"] = ".".join(backup_parts)
-                out["backup_rows"] = sum(counts.values())
+                out["backup_rows"] = out["deleted"]
             store.ensure_audit_table()
-            for item in out["tables"]:
-                deleted = counts.get(item["table_name"], 0)
-                item["deleted"] = deleted
-                item["entries_after"] = item["entries_before"] - deleted
-                if deleted:
+            for name, where, wparams, item in preds:
+                if item["deleted"]:
                     out["audit_ids"].append(store.audit(
-                        module_name, item["table_name"], audit_params(params),
-                        {"entries": item["entries_before"]}, {"entries": item["entries_after"]},
-                        deleted, out["backup"]))
-            out["deleted"] = sum(counts.values())
+                        module_name, name, audit_params(params), {"entries": item["entries_before"]},
+                        {"entries": item["entries_after"]}, item["deleted"], out["backup"]))
             out["changed"] = True
             conn.commit()
         except psycopg2.Error as e:

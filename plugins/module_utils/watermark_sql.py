@@ -349,6 +349,7 @@ class WatermarkStore(object):
             .format(t=self.t), (table_name,), "one")
         if latest is None:
             return None, None
+        self.last_keep_cut = None
         parts = [pg_sql.SQL("w.table_name = %s AND w.id <> %s")]
         params = [table_name, latest[0]]
         if keep is not None:
@@ -358,6 +359,7 @@ class WatermarkStore(object):
                 (table_name, keep), "one")
             if cut is None:
                 return None, None
+            self.last_keep_cut = (cut[0], cut[1])
             if cut[0] is None:
                 # The cut falls among rows without created_at, which sort first (newest).
                 parts.append(pg_sql.SQL("(w.created_at IS NOT NULL OR w.id <= %s)"))
@@ -380,25 +382,32 @@ class WatermarkStore(object):
         return self._q(pg_sql.SQL("SELECT count(*) FROM {t} w WHERE ").format(t=self.t) + where_sql,
                        params, "one")[0]
 
-    def delete_counting(self, where_sql, params, backup_parts=None):
-        """Delete the rows selected by where_sql in one pass; with backup_parts, the deleted rows go
-        into that new table in the same statement. Returns {table_name: rows deleted}."""
+    def delete_where(self, where_sql, params, backup_parts=None):
+        """Delete the rows selected by where_sql; returns the count. With backup_parts, the same
+        statement first copies the deleted rows into that table (created here, LIKE the watermark
+        table), so the backup is exactly what was deleted."""
         if backup_parts is None:
-            query = (pg_sql.SQL("WITH d AS (DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql
-                     + pg_sql.SQL(" RETURNING w.table_name) SELECT table_name, count(*) FROM d GROUP BY 1"))
-        else:
-            if self._regclass(backup_parts) is not None:
-                raise ValueError("backup table %s already exists; choose another backup_table"
-                                 % ".".join(backup_parts))
-            b = identifier(backup_parts)
-            self._q(pg_sql.SQL("CREATE TABLE {b} (LIKE {t})").format(b=b, t=self.t), fetch=None)
-            query = (pg_sql.SQL("WITH d AS (DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql
-                     + pg_sql.SQL(" RETURNING w.*), i AS (INSERT INTO {b} SELECT * FROM d)"
-                                  " SELECT table_name, count(*) FROM d GROUP BY 1").format(b=b))
-        return dict(self._q(query, params))
+            return self._q(pg_sql.SQL("DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql, params, None)
+        b = identifier(backup_parts)
+        return self._q(pg_sql.SQL("WITH d AS (DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql
+                       + pg_sql.SQL(" RETURNING w.*) INSERT INTO {b} SELECT * FROM d").format(b=b), params, None)
 
-    def delete_where(self, where_sql, params):
-        return self._q(pg_sql.SQL("DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql, params, None)
+    def create_backup_table(self, backup_parts):
+        if self._regclass(backup_parts) is not None:
+            raise ValueError("backup table %s already exists; choose another backup_table" % ".".join(backup_parts))
+        self._q(pg_sql.SQL("CREATE TABLE {b} (LIKE {t})").format(b=identifier(backup_parts), t=self.t), fetch=None)
+
+    def count_kept(self, table_name, keep_cut):
+        """Entries above a keep cut-off (created_at, id), NULL created_at included: an index range."""
+        c, i = keep_cut
+        if c is None:
+            return self._q(pg_sql.SQL("SELECT count(*) FROM {t} WHERE table_name = %s AND created_at IS NULL"
+                                      " AND id > %s").format(t=self.t), (table_name, i), "one")[0]
+        return self._q(pg_sql.SQL(
+            "SELECT (SELECT count(*) FROM {t} WHERE table_name = %s AND created_at > %s)"
+            " + (SELECT count(*) FROM {t} WHERE table_name = %s AND created_at = %s AND id > %s)"
+            " + (SELECT count(*) FROM {t} WHERE table_name = %s AND created_at IS NULL)").format(t=self.t),
+            (table_name, c, table_name, c, i, table_name), "one")[0]
 
     # -- audit --------------------------------------------------------------------------------------
     def ensure_audit_table(self):
