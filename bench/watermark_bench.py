@@ -32,7 +32,7 @@ for p in (os.path.join(REPO, ".collections"), REPO):
 
 import psycopg2  # noqa: E402
 
-from tests.support.postgres_server import PostgresServer  # noqa: E402
+from tests.support.postgres_server import PG_BIN, PostgresServer  # noqa: E402
 from tests.support.ansible_module import run_module  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import WatermarkStore  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import collect_info  # noqa: E402
@@ -230,26 +230,49 @@ def bench_cleanup(server, conn, results):
     out["runbook_cte"] = {"seconds": round(t, 2), "deleted": deleted, "writer": waits, "left": count_left(conn)}
     log(json.dumps(out["runbook_cte"]))
 
-    for label, extra in (("module_no_backup", {"backup": "none"}), ("module_backup_table", {"backup": "table"})):
+    log("cleanup: runbook pg_dump backup (step 4.2) then the CTE (step 4.3)")
+    fresh_table(conn)
+    dump = os.path.join("/tmp", "k2-bench-watermarks-backup.sql")
+
+    def runbook_with_dump():
+        env = dict(os.environ, PGPASSWORD=server.password)
+        subprocess.run([os.path.join(PG_BIN, "pg_dump"), "-h", server.host, "-p", str(server.port), "-U", server.user,
+                        "-d", server.dbname, "-t", "offload_watermarks", "-f", dump], env=env, check=True)
+        return runbook()
+    try:
+        deleted, t, waits = with_writer(server, runbook_with_dump)
+    finally:
+        if os.path.exists(dump):
+            os.unlink(dump)
+    out["runbook_pg_dump_cte"] = {"seconds": round(t, 2), "deleted": deleted, "writer": waits,
+                                  "left": count_left(conn)}
+    log(json.dumps(out["runbook_pg_dump_cte"]))
+
+    for label, extra in (("module_auto_no_backup", {"backup": "none"}),
+                         ("module_delete_no_backup", {"backup": "none", "method": "delete"}),
+                         ("module_backup_table", {"backup": "table"})):
         log("cleanup: watermark_cleanup %s" % label)
         fresh_table(conn)
         r, t, waits = with_writer(server, lambda: run_module("watermark_cleanup",
                                                                server.module_args(keep=10, **extra)))
         assert not r["failed"], r.get("msg")
         out[label] = {"seconds": round(t, 2), "deleted": r["deleted"], "backup_rows": r.get("backup_rows"),
-                      "writer": waits, "left": count_left(conn)}
+                      "method": r["method"], "writer": waits, "left": count_left(conn)}
         log(json.dumps(out[label]))
         again, t2 = timed(lambda: run_module("watermark_cleanup", server.module_args(keep=10, backup="none")))
         out[label]["second_run_seconds"] = round(t2[0], 2)
         out[label]["second_run_deleted"] = again["deleted"]
     base = out["runbook_cte"]["seconds"]
-    out["speedup_no_backup"] = round(base / out["module_no_backup"]["seconds"], 1)
-    out["speedup_backup_table"] = round(base / out["module_backup_table"]["seconds"], 1)
+    out["speedup_no_backup"] = round(base / out["module_auto_no_backup"]["seconds"], 1)
+    out["speedup_delete_no_backup"] = round(base / out["module_delete_no_backup"]["seconds"], 1)
+    out["speedup_backup_table_vs_pg_dump_cte"] = round(
+        out["runbook_pg_dump_cte"]["seconds"] / out["module_backup_table"]["seconds"], 1)
 
 
 def render(results):
     m, lt, cl = results["machine"], results["latest"], results["cleanup"]
-    rb, nb, bt = cl["runbook_cte"], cl["module_no_backup"], cl["module_backup_table"]
+    rb, rd = cl["runbook_cte"], cl["runbook_pg_dump_cte"]
+    nb, nd, bt = cl["module_auto_no_backup"], cl["module_delete_no_backup"], cl["module_backup_table"]
 
     def ok(cond):
         return "met" if cond else "**not met**"
@@ -289,29 +312,37 @@ def render(results):
         "| Contender | Time | Deleted | Writer inserts | Insert wait p50 / p99 / max | Writer errors |",
         "|---|---|---|---|---|---|",
     ]
-    for label, row in (("Runbook `ROW_NUMBER()` CTE (psql, no backup)", rb),
-                       ("watermark_cleanup `backup: none` (through ansible)", nb),
-                       ("watermark_cleanup `backup: table` (through ansible)", bt)):
+    for label, row in (("Runbook `ROW_NUMBER()` CTE alone (step 4.3)", rb),
+                       ("Runbook `pg_dump -t offload_watermarks` then the CTE (steps 4.2 + 4.3)", rd),
+                       ("watermark_cleanup `backup: none` (`method: auto` chose `%s`)" % nb["method"], nb),
+                       ("watermark_cleanup `backup: none, method: delete`", nd),
+                       ("watermark_cleanup `backup: table` (default; `%s`)" % bt["method"], bt)):
         w = row["writer"]
         lines.append("| %s | %.2f s | %d | %d | %.1f / %.1f / %.1f ms | %d |"
                      % (label, row["seconds"], row["deleted"], w["inserts"], w["p50_ms"], w["p99_ms"],
                         w["max_ms"], w["errors"]))
+    worst_p99 = max(nb["writer"]["p99_ms"], nd["writer"]["p99_ms"], bt["writer"]["p99_ms"])
     lines += [
         "",
-        "Speed-up over the runbook's CTE: **%.1f×** without backup (target ≥ 5×: %s), %.1f× with a backup table "
-        "of the %s deleted rows made in the same transaction. Insert wait p99 during the module's run: %.1f ms "
-        "(target ≤ 100 ms: %s). A second run right after (writer stopped) took %s s and deleted %s entries "
-        "(the writer's own, beyond the newest 10)."
-        % (cl["speedup_no_backup"], ok(cl["speedup_no_backup"] >= 5), cl["speedup_backup_table"],
-           bt["backup_rows"], max(nb["writer"]["p99_ms"], bt["writer"]["p99_ms"]),
-           ok(max(nb["writer"]["p99_ms"], bt["writer"]["p99_ms"]) <= 100),
+        "Module times include starting `ansible` (about %.0f ms, the `ping` line above). Speed-up over the "
+        "runbook's CTE: **%.1f×** with `backup: none` (target ≥ 5×: %s); %.1f× when forced to `method: delete`. "
+        "With the default backup table (%s deleted rows copied in the same statement that deletes them) against "
+        "the runbook's own backup-then-delete: %.1f×. Insert wait p99 during the module's runs: at most %.1f ms "
+        "(target ≤ 100 ms: %s); the longest single wait was %.1f ms (the `rewrite` holds an ACCESS EXCLUSIVE "
+        "lock while it counts, copies out the kept rows and truncates). A second run right after (writer "
+        "stopped) took %s s and deleted %s entries (the writer's own, beyond the newest 10)."
+        % (lt["ansible_ping_via_ansible_ms"], cl["speedup_no_backup"], ok(cl["speedup_no_backup"] >= 5),
+           cl["speedup_delete_no_backup"], bt["backup_rows"], cl["speedup_backup_table_vs_pg_dump_cte"],
+           worst_p99, ok(worst_p99 <= 100), max(nb["writer"]["max_ms"], nd["writer"]["max_ms"], bt["writer"]["max_ms"]),
            nb["second_run_seconds"], nb["second_run_deleted"]),
         "",
         "Why the module is faster: the CTE numbers all 5 M rows with a window function (a sort of the whole "
-        "table) and then joins the ids back; the module finds each table's cut-off row by walking the "
+        "table) and then joins the ids back. `method: delete` finds each table's cut-off row by walking the "
         "`(table_name, created_at DESC)` index (`OFFSET keep LIMIT 1`) and deletes by range "
-        "`(created_at, id) <= cut-off`, in one `REPEATABLE READ` transaction. Neither blocks the writer: a "
-        "`DELETE` takes `ROW EXCLUSIVE`, which does not conflict with `INSERT`.",
+        "`(created_at, id) <= cut-off` in one `REPEATABLE READ` transaction, without a table lock (a `DELETE` "
+        "takes `ROW EXCLUSIVE`, which does not conflict with `INSERT`); its cost is the deletion itself (WAL "
+        "for every row). `method: rewrite` (chosen by `auto` when at most a tenth of a large table stays and "
+        "no backup is asked for) copies the kept rows aside, `TRUNCATE`s and copies them back: no per-row work.",
         "",
         "Raw figures: `bench/results/%s`." % os.path.basename(results["json"]),
         "<!-- watermarks:end -->",
@@ -372,7 +403,8 @@ def main():
         failed.append("watermark_info > 1 s")
     if cl["speedup_no_backup"] < 5:
         failed.append("cleanup < 5x faster than the runbook")
-    if max(cl["module_no_backup"]["writer"]["p99_ms"], cl["module_backup_table"]["writer"]["p99_ms"]) > 100:
+    if max(cl[k]["writer"]["p99_ms"] for k in ("module_auto_no_backup", "module_delete_no_backup",
+                                                "module_backup_table")) > 100:
         failed.append("insert wait p99 > 100 ms")
     if failed:
         log("targets not met: " + "; ".join(failed))

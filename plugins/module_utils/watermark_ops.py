@@ -337,7 +337,68 @@ def _reset_result(out, plans, check_mode):
     return out
 
 
-# -- clean up (watermark_cleanup) ---------------------------------------------------------------
+# -- clean up (watermark_cleanup) ------
+# The rewrite (copy the kept rows out, TRUNCATE, copy back) replaces a DELETE of millions of
+# rows when few are kept; below these sizes a DELETE is as quick and blocks nobody.
+REWRITE_MIN_ROWS = 100000
+REWRITE_MAX_KEPT_FRACTION = 0.1
+
+
+def _choose_rewrite(store, params, older_seconds):
+    method = params.get("method") or "auto"
+    if method == "delete":
+        return False
+    keep = params.get("keep")
+    eligible = (keep is not None and older_seconds is None and not params.get("duplicates_only")
+                and not params.get("tables") and (params.get("backup") or "table") == "none")
+    why = None
+    if not eligible:
+        why = "method=rewrite needs keep alone (no older_than, duplicates_only or tables) and backup=none"
+    elif not store.can_rewrite():
+        why = "method=rewrite needs the TRUNCATE privilege and no foreign key referencing the watermark table"
+    if why:
+        store.conn.rollback()
+        if method == "rewrite":
+            raise OperationError(why)
+        return False
+    rows = store.estimated_rows()
+    tables = len(store.table_names())
+    store.conn.rollback()
+    if method == "rewrite":
+        return True
+    return rows >= REWRITE_MIN_ROWS and keep * tables <= REWRITE_MAX_KEPT_FRACTION * rows
+
+
+def _cleanup_by_rewrite(store, params, out, module_name):
+    """Keep the newest ``keep`` per table under an ACCESS EXCLUSIVE lock, in one transaction."""
+    conn = store.conn
+    try:
+        store.set_lock_timeout(params["lock_timeout"] * 1000, local=False)
+        conn.commit()
+        store.lock_exclusive()
+        result = store.rewrite_keeping_newest(params["keep"])
+        for name in sorted(result):
+            before, deleted = result[name]
+            out["tables"].append({"table_name": name, "entries_before": before, "deleted": deleted,
+                                  "entries_after": before - deleted})
+        out["deleted"] = sum(t["deleted"] for t in out["tables"])
+        if not out["deleted"]:
+            conn.rollback()
+            return out
+        store.ensure_audit_table()
+        for item in out["tables"]:
+            if item["deleted"]:
+                out["audit_ids"].append(store.audit(
+                    module_name, item["table_name"], audit_params(params), {"entries": item["entries_before"]},
+                    {"entries": item["entries_after"], "method": "rewrite"}, item["deleted"], None))
+        conn.commit()
+        out["changed"] = True
+        return out
+    except psycopg2.Error as e:
+        rollback_quietly(conn)
+        raise db_failure(e, "cleaning up %s (rewrite)" % store.qualified_name)
+
+
 def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.watermark_cleanup"):
     """Delete old/duplicate entries per table in one REPEATABLE READ transaction.
 
@@ -360,6 +421,10 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
     names = check_source_table_names(params.get("tables"))
     acquire_advisory_lock(store, params["lock_timeout"])
     try:
+        out["method"] = "delete"
+        if not check_mode and _choose_rewrite(store, params, older):
+            out["method"] = "rewrite"
+            return _cleanup_by_rewrite(store, params, out, module_name)
         conn.set_session(isolation_level="REPEATABLE READ")
         try:
             store.set_lock_timeout(params["lock_timeout"] * 1000)

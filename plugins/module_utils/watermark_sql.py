@@ -409,6 +409,40 @@ class WatermarkStore(object):
             " + (SELECT count(*) FROM {t} WHERE table_name = %s AND created_at IS NULL)").format(t=self.t),
             (table_name, c, table_name, c, i, table_name), "one")[0]
 
+    def estimated_rows(self):
+        """The planner's row estimate for the table (pg_class.reltuples); -1 when never analysed."""
+        return self._q("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                       (".".join('"%s"' % p for p in self.table),), "one")[0]
+
+    def can_rewrite(self):
+        """TRUNCATE is allowed and nothing references the table by foreign key."""
+        name = ".".join('"%s"' % p for p in self.table)
+        row = self._q("SELECT has_table_privilege(to_regclass(%s), 'TRUNCATE'),"
+                      " NOT EXISTS (SELECT 1 FROM pg_constraint WHERE confrelid = to_regclass(%s))",
+                      (name, name), "one")
+        return bool(row[0] and row[1])
+
+    def rewrite_keeping_newest(self, keep):
+        """Keep the newest ``keep`` entries of every table, by copy-out, TRUNCATE and copy-back.
+
+        Call as the first statement after LOCK TABLE ... ACCESS EXCLUSIVE (lock_exclusive).
+        Returns {table_name: (entries_before, entries_deleted)}.
+        """
+        counts = dict(self._q(pg_sql.SQL("SELECT table_name, count(*) FROM {t} GROUP BY 1").format(t=self.t)))
+        self._q(pg_sql.SQL("CREATE TEMP TABLE k2_wm_keep (LIKE {t}) ON COMMIT DROP").format(t=self.t), fetch=None)
+        kept = {}
+        for name in counts:
+            kept[name] = self._q(pg_sql.SQL(
+                "INSERT INTO k2_wm_keep SELECT * FROM {t} WHERE table_name = %s"
+                " ORDER BY created_at DESC, id DESC LIMIT %s").format(t=self.t), (name, keep), None)
+        self._q(pg_sql.SQL("TRUNCATE {t}").format(t=self.t), fetch=None)
+        self._q(pg_sql.SQL("INSERT INTO {t} SELECT * FROM k2_wm_keep").format(t=self.t), fetch=None)
+        return dict((name, (counts[name], counts[name] - kept[name])) for name in counts)
+
+    def lock_exclusive(self):
+        """ACCESS EXCLUSIVE: readers and writers wait until commit (used only by the rewrite)."""
+        self._q(pg_sql.SQL("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE").format(t=self.t), fetch=None)
+
     # -- audit --------------------------------------------------------------------------------------
     def ensure_audit_table(self):
         self._q(pg_sql.SQL(

@@ -112,3 +112,44 @@ def test_missing_watermark_table_fails_clearly(wdb):
     r = wdb.run("watermark_cleanup", keep=10)
     assert r["failed"] and "does not exist" in r["msg"] and "state=present" in r["msg"]
     assert wdb.snapshot() == {}
+
+
+def test_rewrite_keeps_newest_per_table_ids_and_audit(wdb):
+    wdb.create_table()
+    wdb.fill("b", 300)
+    wdb.fill("c", 40)
+    same = T(2030, 1, 1)
+    tie = [wdb.insert("d", T(2026, 2, 12, 9), i, created_at=same) for i in range(5)]
+    newest = set(x[0] for x in wdb.sql(
+        "SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY table_name ORDER BY created_at DESC, id DESC) rn"
+        " FROM %s) s WHERE rn <= 3" % wdb.table))
+    r = wdb.run("watermark_cleanup", keep=3, backup="none", method="rewrite")
+    assert r["changed"] and r["method"] == "rewrite" and r["deleted"] == 297 + 37 + 2
+    assert set(x[0] for x in wdb.rows()) == newest and set(tie[-3:]) <= newest
+    assert {t["table_name"]: t["entries_after"] for t in r["tables"]} == {"b": 3, "c": 3, "d": 3}
+    assert sorted(a[1] for a in wdb.audit()) == ["b", "c", "d"]
+    # the id sequence still continues after the kept ids
+    new_id = wdb.insert("b", T(2026, 3, 1), 1)
+    assert new_id > max(newest)
+    r = wdb.run("watermark_cleanup", keep=3, backup="none", method="rewrite")
+    assert r["changed"] and r["deleted"] == 1       # the entry just added pushed one out
+    r = wdb.run("watermark_cleanup", keep=3, backup="none", method="rewrite")
+    assert not r["changed"] and r["deleted"] == 0
+
+
+def test_rewrite_is_refused_when_it_would_not_be_exact(wdb):
+    wdb.create_table()
+    wdb.fill("b", 30)
+    before = wdb.snapshot()
+    r = wdb.run("watermark_cleanup", keep=3, method="rewrite")          # backup defaults to table
+    assert r["failed"] and "backup=none" in r["msg"]
+    r = wdb.run("watermark_cleanup", keep=3, backup="none", tables=["b"], method="rewrite")
+    assert r["failed"] and "tables" in r["msg"]
+    assert wdb.snapshot() == before
+
+
+def test_auto_uses_delete_on_small_tables(wdb):
+    wdb.create_table()
+    wdb.fill("b", 30)
+    r = wdb.run("watermark_cleanup", keep=3, backup="none")
+    assert r["method"] == "delete" and r["deleted"] == 27
