@@ -342,6 +342,7 @@ def _reset_result(out, plans, check_mode):
 # rows when few are kept; below these sizes a DELETE is as quick and blocks nobody.
 REWRITE_MIN_ROWS = 100000
 REWRITE_MAX_KEPT_FRACTION = 0.1
+REWRITE_BASELINE_TRIES = 20
 
 
 def _choose_rewrite(store, params, older_seconds):
@@ -373,10 +374,29 @@ def _cleanup_by_rewrite(store, params, out, module_name):
     """Keep the newest ``keep`` per table under an ACCESS EXCLUSIVE lock, in one transaction."""
     conn = store.conn
     try:
+        # Count without blocking anyone, from a snapshot with no other transaction in flight; under
+        # the lock only the rows that arrived since are counted. Otherwise count under the lock.
+        baseline = None
+        for dummy in range(REWRITE_BASELINE_TRIES):
+            last_id = store.last_id()
+            conn.commit()
+            if last_id is None:
+                break
+            # an INSERT that drew its id just before gets its transaction id within this pause
+            time.sleep(0.02)
+            conn.set_session(isolation_level="REPEATABLE READ")
+            counts, busy = store.count_baseline(last_id)
+            conn.rollback()
+            conn.set_session(isolation_level="READ COMMITTED")
+            if not busy:
+                baseline = (counts, last_id)
+                break
+            time.sleep(0.05)
+        out["counted_under_lock"] = baseline is None
         store.set_lock_timeout(params["lock_timeout"] * 1000, local=False)
         conn.commit()
         store.lock_exclusive()
-        result = store.rewrite_keeping_newest(params["keep"])
+        result = store.rewrite_keeping_newest(params["keep"], baseline)
         for name in sorted(result):
             before, deleted = result[name]
             out["tables"].append({"table_name": name, "entries_before": before, "deleted": deleted,

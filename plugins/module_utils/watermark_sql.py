@@ -422,13 +422,39 @@ class WatermarkStore(object):
                       (name, name), "one")
         return bool(row[0] and row[1])
 
-    def rewrite_keeping_newest(self, keep):
+    def last_id(self):
+        """The last id the table's id sequence handed out (None without a serial id)."""
+        name = ".".join('"%s"' % p for p in self.table)
+        seq = self._q("SELECT pg_get_serial_sequence(%s, 'id')", (name,), "one")[0]
+        if not seq:
+            return None
+        return self._q(pg_sql.SQL("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {s}")
+                       .format(s=pg_sql.SQL(seq)), fetch="one")[0]
+
+    def count_baseline(self, last_id):
+        """Per-table counts of the rows with id <= last_id, and whether other transactions were in
+        progress. Call as the first statement of a REPEATABLE READ transaction begun after
+        last_id was read: with none in progress, no row with such an id can commit later, so the
+        counts stay true until the rewrite's lock."""
+        counts = dict(self._q(pg_sql.SQL("SELECT table_name, count(*) FROM {t} WHERE id <= %s GROUP BY 1")
+                              .format(t=self.t), (last_id,)))
+        busy = self._q("SELECT EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot()))", fetch="one")[0]
+        return counts, busy
+
+    def rewrite_keeping_newest(self, keep, baseline=None):
         """Keep the newest ``keep`` entries of every table, by copy-out, TRUNCATE and copy-back.
 
-        Call as the first statement after LOCK TABLE ... ACCESS EXCLUSIVE (lock_exclusive).
-        Returns {table_name: (entries_before, entries_deleted)}.
+        Call right after lock_exclusive(). ``baseline`` (from count_baseline, taken with no other
+        transaction in progress) spares counting the whole table under the lock: only rows with ids
+        above the baseline's are counted. Returns {table_name: (entries_before, entries_deleted)}.
         """
-        counts = dict(self._q(pg_sql.SQL("SELECT table_name, count(*) FROM {t} GROUP BY 1").format(t=self.t)))
+        if baseline is not None:
+            counts, last_id = dict(baseline[0]), baseline[1]
+            for name, n in self._q(pg_sql.SQL("SELECT table_name, count(*) FROM {t} WHERE id > %s GROUP BY 1")
+                                   .format(t=self.t), (last_id,)):
+                counts[name] = counts.get(name, 0) + n
+        else:
+            counts = dict(self._q(pg_sql.SQL("SELECT table_name, count(*) FROM {t} GROUP BY 1").format(t=self.t)))
         self._q(pg_sql.SQL("CREATE TEMP TABLE k2_wm_keep (LIKE {t}) ON COMMIT DROP").format(t=self.t), fetch=None)
         kept = {}
         for name in counts:
@@ -437,7 +463,7 @@ class WatermarkStore(object):
                 " ORDER BY created_at DESC, id DESC LIMIT %s").format(t=self.t), (name, keep), None)
         self._q(pg_sql.SQL("TRUNCATE {t}").format(t=self.t), fetch=None)
         self._q(pg_sql.SQL("INSERT INTO {t} SELECT * FROM k2_wm_keep").format(t=self.t), fetch=None)
-        return dict((name, (counts[name], counts[name] - kept[name])) for name in counts)
+        return dict((name, (counts[name], counts[name] - kept[name])) for name in counts if counts[name])
 
     def lock_exclusive(self):
         """ACCESS EXCLUSIVE: readers and writers wait until commit (used only by the rewrite)."""
