@@ -60,6 +60,17 @@ def postgres_common_argument_spec():
     )
 
 
+def watermark_write_argument_spec():
+    """Options of the modules that change the watermark table (doc fragment postgres.WRITE)."""
+    return dict(
+        audit_table=dict(type="str", default="offload_watermark_audit"),
+        lock_timeout=dict(type="int", default=10),
+        backup=dict(type="str", choices=["table", "file", "none"], default="table"),
+        backup_table=dict(type="str"),
+        backup_dir=dict(type="path", default="/tmp"),
+    )
+
+
 def ensure_required_libs(module):
     if not HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2-binary"), exception=PSYCOPG2_IMPORT_ERROR)

@@ -74,6 +74,21 @@ def open_store(module, audit=False, application_name="k2.iceberg_offload"):
     return conn, WatermarkStore(conn, table, audit_table)
 
 
+def run_or_fail(module, operation, what, *args):
+    """Run ``operation(*args)``; turn its errors into module.fail_json with the message; close the connection."""
+    conn = args[0].conn
+    try:
+        return operation(*args)
+    except OperationError as e:
+        module.fail_json(msg=e.msg, **e.extra)
+    except WatermarkError as e:
+        module.fail_json(msg=str(e))
+    except psycopg2.Error as e:
+        module.fail_json(msg=db_failure(e, what).msg)
+    finally:
+        conn.close()
+
+
 def db_failure(exc, what):
     """An OperationError for a database error during ``what``, with advice."""
     text = error_text(exc)

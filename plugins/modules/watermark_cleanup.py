@@ -187,21 +187,17 @@ audit_ids:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    postgres_common_argument_spec, psycopg2)
+    postgres_common_argument_spec, watermark_write_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
-    OperationError, db_failure, open_store, run_cleanup)
+    open_store, run_cleanup, run_or_fail)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import validate_cleanup
 
 
 def main():
     argument_spec = postgres_common_argument_spec()
+    argument_spec.update(watermark_write_argument_spec())
     argument_spec.update(
-        audit_table=dict(type="str", default="offload_watermark_audit"),
-        lock_timeout=dict(type="int", default=10),
-        backup=dict(type="str", choices=["table", "file", "none"], default="table"),
-        backup_table=dict(type="str"),
-        backup_dir=dict(type="path", default="/tmp"),
         tables=dict(type="list", elements="str", aliases=["table_name"]),
         keep=dict(type="int"),
         older_than=dict(type="str"),
@@ -218,17 +214,9 @@ def main():
         validate_cleanup(module.params["keep"], module.params["older_than"], module.params["duplicates_only"])
     except WatermarkError as e:
         module.fail_json(msg=str(e))
-    conn, store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_cleanup")
-    try:
-        result = run_cleanup(store, module.params, module.check_mode)
-    except OperationError as e:
-        module.fail_json(msg=e.msg, **e.extra)
-    except WatermarkError as e:
-        module.fail_json(msg=str(e))
-    except psycopg2.Error as e:
-        module.fail_json(msg=db_failure(e, "cleaning up the watermark table").msg)
-    finally:
-        conn.close()
+    store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_cleanup")[1]
+    result = run_or_fail(module, run_cleanup, "cleaning up the watermark table", store, module.params,
+                         module.check_mode)
     if module._diff:
         result["diff"] = {
             "before": dict((t["table_name"], {"entries": t["entries_before"]}) for t in result["tables"]),

@@ -243,21 +243,16 @@ audit_ids:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    postgres_common_argument_spec, psycopg2)
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
+    postgres_common_argument_spec, watermark_write_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
-    OperationError, db_failure, open_store, run_reset)
+    open_store, run_reset, run_or_fail)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import TARGET_STRATEGIES
 
 
 def argument_spec():
     spec = postgres_common_argument_spec()
+    spec.update(watermark_write_argument_spec())
     spec.update(
-        audit_table=dict(type="str", default="offload_watermark_audit"),
-        lock_timeout=dict(type="int", default=10),
-        backup=dict(type="str", choices=["table", "file", "none"], default="table"),
-        backup_table=dict(type="str"),
-        backup_dir=dict(type="path", default="/tmp"),
         state=dict(type="str", choices=["present"], default="present"),
         tables=dict(type="list", elements="str", aliases=["table_name"]),
         strategy=dict(type="str", choices=sorted(TARGET_STRATEGIES)),
@@ -279,17 +274,8 @@ def main():
     )
     if module.params["lock_timeout"] < 0:
         module.fail_json(msg="lock_timeout must be zero or more seconds, got %d" % module.params["lock_timeout"])
-    conn, store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_reset")
-    try:
-        result = run_reset(store, module.params, module.check_mode)
-    except OperationError as e:
-        module.fail_json(msg=e.msg, **e.extra)
-    except WatermarkError as e:
-        module.fail_json(msg=str(e))
-    except psycopg2.Error as e:
-        module.fail_json(msg=db_failure(e, "resetting the watermark").msg)
-    finally:
-        conn.close()
+    store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_reset")[1]
+    result = run_or_fail(module, run_reset, "resetting the watermark", store, module.params, module.check_mode)
     diff = result.pop("diff", None)
     if module._diff and diff is not None:
         result["diff"] = diff
