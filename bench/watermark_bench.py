@@ -22,7 +22,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +33,7 @@ import psycopg2  # noqa: E402
 
 from tests.support.postgres_server import PG_BIN, PostgresServer  # noqa: E402
 from tests.support.ansible_module import run_module  # noqa: E402
+from tests.support.writer import Writer  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import WatermarkStore  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import collect_info  # noqa: E402
 
@@ -72,42 +72,6 @@ def machine():
         mem_kb = int(f.readline().split()[1])
     return {"nproc": os.cpu_count(), "memory_gib": round(mem_kb / 1024.0 / 1024.0, 1), "cpu_model": model,
             "kernel": platform.release(), "python": platform.python_version()}
-
-
-class Writer(threading.Thread):
-    """Inserts one entry every 50 ms, as a (very busy) scheduler would; records each INSERT's duration."""
-
-    def __init__(self, dsn):
-        threading.Thread.__init__(self, daemon=True)
-        self.conn = psycopg2.connect(**dsn)
-        self.conn.autocommit = True
-        self.stop = threading.Event()
-        self.waits = []
-        self.errors = 0
-        self.seq = 10 ** 9
-
-    def run(self):
-        cur = self.conn.cursor()
-        while not self.stop.is_set():
-            self.seq += 1
-            t = time.monotonic()
-            try:
-                cur.execute("INSERT INTO offload_watermarks (table_name, max_timestamp, sequence_number)"
-                            " VALUES (%s, now() AT TIME ZONE 'UTC', %s)", (TABLES[self.seq % 2], self.seq))
-                self.waits.append(time.monotonic() - t)
-            except psycopg2.Error:
-                self.errors += 1
-            time.sleep(max(0.0, 0.05 - (time.monotonic() - t)))
-        self.conn.close()
-
-    def summary(self):
-        w = sorted(self.waits)
-        if not w:
-            return {"inserts": 0, "errors": self.errors}
-        return {"inserts": len(w), "errors": self.errors,
-                "p50_ms": round(w[len(w) // 2] * 1000, 2),
-                "p99_ms": round(w[min(len(w) - 1, int(round(0.99 * (len(w) - 1))))] * 1000, 2),
-                "max_ms": round(w[-1] * 1000, 2)}
 
 
 def sql(conn, query, params=None):
@@ -195,7 +159,7 @@ def bench_latest(server, conn, results):
 
 
 def with_writer(server, fn):
-    writer = Writer(server.dsn())
+    writer = Writer(server.dsn(), table_names=TABLES, first_seq=10 ** 9)
     writer.start()
     time.sleep(0.5)
     try:

@@ -1,57 +1,26 @@
 """A writer inserting every 50 ms (as the scheduler would, much faster) while cleanup and reset run:
 no insert lost or failed, no regression, and the writer's waits measured."""
-import datetime
-import threading
 import time
 
 import psycopg2
 
 from tests.support.ansible_module import run_module
+from tests.support.writer import T0, Writer, p99
 
-T0 = datetime.datetime(2026, 2, 12)
-
-
-class Writer(threading.Thread):
-    def __init__(self, dsn, table, first_seq):
-        threading.Thread.__init__(self, daemon=True)
-        self.conn = psycopg2.connect(**dsn)
-        self.conn.autocommit = True
-        self.table = table
-        self.seq = first_seq
-        self.stop = threading.Event()
-        self.done = []      # (id, seq, seconds the INSERT took)
-        self.errors = []
-
-    def run(self):
-        cur = self.conn.cursor()
-        while not self.stop.is_set():
-            self.seq += 1
-            t = time.monotonic()
-            try:
-                cur.execute("INSERT INTO %s (table_name, max_timestamp, sequence_number) VALUES (%%s, %%s, %%s)"
-                            " RETURNING id" % self.table,
-                            ("b", T0 + datetime.timedelta(seconds=self.seq), self.seq))
-                self.done.append((cur.fetchone()[0], self.seq, time.monotonic() - t))
-            except psycopg2.Error as e:
-                self.errors.append(str(e))
-            time.sleep(max(0, 0.05 - (time.monotonic() - t)))
-        self.conn.close()
-
-
-def p99(values):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(0.99 * (len(values) - 1))))]
-
-
-def test_writer_during_cleanup_and_reset(wdb, pg_server):
-    wdb.create_table()
-    n = 200000
+def preload(wdb, n):
+    """n entries of table b, one every 100 ms, ending a day ago less n/10 seconds."""
     wdb.sql("INSERT INTO %s (table_name, max_timestamp, sequence_number, created_at)"
             " SELECT 'b', %%s::timestamp + g * interval '1 second', g,"
             " LOCALTIMESTAMP - interval '1 day' + g * interval '100 ms' FROM generate_series(1, %%s) g"
             % wdb.table, (T0, n))
     wdb.sql("ANALYZE %s" % wdb.table)
-    writer = Writer(pg_server.dsn(), wdb.table, n)
+
+
+def test_writer_during_cleanup_and_reset(wdb, pg_server):
+    wdb.create_table()
+    n = 200000
+    preload(wdb, n)
+    writer = Writer(pg_server.dsn(), wdb.table, first_seq=n)
     writer.start()
     try:
         time.sleep(0.5)
@@ -117,13 +86,9 @@ def test_writer_during_rewrite_cleanup(wdb, pg_server):
     """method=rewrite under a writer: counts exact, kept rows are the newest, no insert fails or is lost."""
     wdb.create_table()
     n = 150000
-    wdb.sql("INSERT INTO %s (table_name, max_timestamp, sequence_number, created_at)"
-            " SELECT 'b', %%s::timestamp + g * interval '1 second', g,"
-            " LOCALTIMESTAMP - interval '1 day' + g * interval '100 ms' FROM generate_series(1, %%s) g"
-            % wdb.table, (T0, n))
-    wdb.sql("ANALYZE %s" % wdb.table)
+    preload(wdb, n)
     initial = set(r[0] for r in wdb.sql("SELECT id FROM %s" % wdb.table))
-    writer = Writer(pg_server.dsn(), wdb.table, n)
+    writer = Writer(pg_server.dsn(), wdb.table, first_seq=n)
     writer.start()
     try:
         time.sleep(0.5)
