@@ -29,7 +29,8 @@ description:
     between the two pairs would be offloaded again, which means duplicates in the cold tier.
   - "What the scheduler sees: while the change runs the table is locked in C(SHARE ROW EXCLUSIVE) mode, so its
     C(SELECT) of the latest entry proceeds but its C(INSERT) of a new entry waits (it does not fail) until the
-    commit, normally milliseconds. A cycle that read the old watermark before the reset may still write its own
+    commit, normally milliseconds. The new entry's C(created_at) is the moment the lock was requested, so an insert
+    that waited sorts after it. A cycle that read the old watermark before the reset may still write its own
     entry afterwards and become the latest; stop the scheduler before a reset and restart it after (runbook
     Scenario 4 step 6)."
 extends_documentation_fragment:
