@@ -7,6 +7,7 @@ import psycopg2
 from tests.support.ansible_module import run_module
 from tests.support.writer import T0, Writer, p99
 
+
 def preload(wdb, n):
     """n entries of table b, one every 100 ms, ending a day ago less n/10 seconds."""
     wdb.sql("INSERT INTO %s (table_name, max_timestamp, sequence_number, created_at)"
