@@ -26,4 +26,6 @@ git ls-files -z --cached --others --exclude-standard \
 cd "$DEST"
 git init -q && git add -A && git -c user.email=sanity@k2 -c user.name=sanity commit -qm sanity
 export PATH="$VENV/bin:$PATH"
-exec "$VENV/bin/ansible-test" sanity --venv --python "$PYVER" --color no "$@"
+rc=0
+"$VENV/bin/ansible-test" sanity --venv --python "$PYVER" --color no "$@" || rc=$?
+exit $rc
