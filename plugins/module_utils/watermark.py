@@ -129,3 +129,21 @@ def parse_duration(value, name="duration"):
 def utcnow():
     """Naive UTC now (what the TIMESTAMP columns hold)."""
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def parse_signed_duration(value, name="shift_by"):
+    """Seconds (float, may be negative) from ``-1h``, ``+30m``, ``"-90"`` or ``-90``; zero is refused."""
+    if isinstance(value, bool):
+        raise WatermarkError("%s must be a duration such as -1h or +30m, got %r" % (name, value))
+    sign = 1.0
+    if isinstance(value, (int, float)):
+        if value < 0:
+            sign, value = -1.0, -value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text[:1] in ("-", "+"):
+            sign = -1.0 if text[0] == "-" else 1.0
+            value = text[1:]
+    else:
+        raise WatermarkError("%s must be a duration such as -1h or +30m, got %r" % (name, value))
+    return sign * parse_duration(value, name)

@@ -1,0 +1,511 @@
+# -*- coding: utf-8 -*-
+# Copyright: K2 Platform Engineering
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Every SQL statement on the watermark table and its audit table, in one place.
+
+Private to this collection. Identifiers come from validated input and are
+composed with ``psycopg2.sql``; values are always query parameters.
+
+Ordering: the latest entry of a table is the first by ``created_at DESC, id DESC``
+— the scheduler's ``ORDER BY created_at DESC LIMIT 1``, made deterministic for
+rows written in one transaction (they share ``created_at``). ``DESC`` puts NULL
+``created_at`` first, exactly as the scheduler's query does, and the index
+``(table_name, created_at DESC)`` serves that order directly.
+
+Times: ``created_at`` is ``TIMESTAMP DEFAULT NOW()``, i.e. the server session's
+local time; ages are computed on the server as ``LOCALTIMESTAMP - created_at`` so
+they are right whatever the server's TimeZone is. ``max_timestamp`` holds naive
+UTC and is compared with ``now() AT TIME ZONE 'UTC'``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import socket
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
+    identifier, pg_sql, psycopg2)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
+    Watermark, format_timestamp)
+
+INDEX_NAME = "idx_watermarks_table_created"
+# First key of the two-key advisory lock; the second is hashtext(<watermark table>).
+ADVISORY_LOCK_CLASS = 0x4B32  # "K2"
+
+
+def _json_default(value):
+    if hasattr(value, "isoformat"):
+        return format_timestamp(value) if hasattr(value, "hour") else value.isoformat()
+    return str(value)
+
+
+def to_json(value):
+    return json.dumps(value, default=_json_default, sort_keys=True)
+
+
+def _entry(row):
+    """(id, table_name, max_timestamp, sequence_number, created_at) -> dict."""
+    if row is None:
+        return None
+    return {"id": row[0], "table_name": row[1], "max_timestamp": format_timestamp(row[2]),
+            "sequence_number": row[3], "created_at": format_timestamp(row[4])}
+
+
+class WatermarkStore(object):
+    """The watermark table ``table`` (parsed name parts) on an open connection."""
+
+    def __init__(self, conn, table, audit_table=None):
+        self.conn = conn
+        self.table = tuple(table)
+        self.audit_table = tuple(audit_table) if audit_table else None
+        self.t = identifier(self.table)
+
+    @property
+    def qualified_name(self):
+        return ".".join(self.table)
+
+    def _q(self, query, params=None, fetch="all"):
+        cur = self.conn.cursor()
+        try:
+            cur.execute(query, params)
+            if fetch == "all":
+                return cur.fetchall()
+            if fetch == "one":
+                return cur.fetchone()
+            return cur.rowcount
+        finally:
+            cur.close()
+
+    # -- structure ------------------------------------------------------------------------
+    def _regclass(self, parts):
+        return self._q("SELECT to_regclass(%s)", (".".join('"%s"' % p for p in parts),), "one")[0]
+
+    def table_exists(self):
+        return self._regclass(self.table) is not None
+
+    def index_exists(self):
+        """True when the runbook's index exists on this table (by name, in the table's schema)."""
+        row = self._q(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s",
+            (".".join('"%s"' % p for p in self.table), INDEX_NAME), "one")
+        return row is not None
+
+    def create_table(self):
+        """The runbook's Scenario 3 DDL, verbatim apart from the (validated) table name."""
+        self._q(pg_sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {t} ("
+            " id SERIAL PRIMARY KEY,"
+            " table_name VARCHAR(255) NOT NULL,"
+            " max_timestamp TIMESTAMP NOT NULL,"
+            " sequence_number BIGINT NOT NULL,"
+            " created_at TIMESTAMP DEFAULT NOW())").format(t=self.t), fetch=None)
+        self.create_index()
+
+    def create_index(self):
+        self._q(pg_sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (table_name, created_at DESC)")
+                .format(i=pg_sql.Identifier(INDEX_NAME), t=self.t), fetch=None)
+
+    # -- reading ----------------------------------------------------------------------------
+    def table_names(self):
+        """Distinct table_name values by a skip scan of the index (fast on millions of rows)."""
+        rows = self._q(pg_sql.SQL(
+            "WITH RECURSIVE names AS ("
+            " (SELECT table_name FROM {t} ORDER BY table_name LIMIT 1)"
+            " UNION ALL"
+            " SELECT (SELECT w.table_name FROM {t} w WHERE w.table_name > n.table_name"
+            "         ORDER BY w.table_name LIMIT 1)"
+            " FROM names n WHERE n.table_name IS NOT NULL)"
+            " SELECT table_name FROM names WHERE table_name IS NOT NULL").format(t=self.t))
+        return [r[0] for r in rows]
+
+    def latest(self, table_name):
+        """The entry the scheduler reads (see module docstring), with its age in seconds."""
+        row = self._q(pg_sql.SQL(
+            "SELECT id, table_name, max_timestamp, sequence_number, created_at,"
+            " EXTRACT(EPOCH FROM (LOCALTIMESTAMP - created_at))::float8,"
+            " EXTRACT(EPOCH FROM ((now() AT TIME ZONE 'UTC') - max_timestamp))::float8"
+            " FROM {t} WHERE table_name = %s ORDER BY created_at DESC, id DESC LIMIT 1").format(t=self.t),
+            (table_name,), "one")
+        if row is None:
+            return None
+        entry = _entry(row[:5])
+        entry["age_seconds"] = row[5]
+        entry["data_lag_seconds"] = row[6]
+        entry["pair"] = Watermark(row[2], row[3])
+        return entry
+
+    def greatest_pair(self, table_name):
+        """The greatest (max_timestamp, sequence_number) pair that exists in one row."""
+        row = self._q(pg_sql.SQL(
+            "SELECT id, table_name, max_timestamp, sequence_number, created_at FROM {t}"
+            " WHERE table_name = %s ORDER BY max_timestamp DESC, sequence_number DESC, id DESC LIMIT 1")
+            .format(t=self.t), (table_name,), "one")
+        if row is None:
+            return None
+        entry = _entry(row)
+        entry["pair"] = Watermark(row[2], row[3])
+        return entry
+
+    def runbook_safe_point(self, table_name):
+        """The runbook's step 4.5 query: MAX of each column separately (may invent a pair)."""
+        row = self._q(pg_sql.SQL(
+            "SELECT MAX(max_timestamp), MAX(sequence_number) FROM {t} WHERE table_name = %s")
+            .format(t=self.t), (table_name,), "one")
+        return None if row is None or row[0] is None else Watermark(row[0], row[1])
+
+    def count_entries(self, table_name):
+        return self._q(pg_sql.SQL("SELECT count(*) FROM {t} WHERE table_name = %s").format(t=self.t),
+                       (table_name,), "one")[0]
+
+    def count_recent(self, table_name, seconds):
+        return self._q(pg_sql.SQL(
+            "SELECT count(*) FROM {t} WHERE table_name = %s"
+            " AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)").format(t=self.t),
+            (table_name, seconds), "one")[0]
+
+    def entries(self, table_name=None):
+        """All entries (for backups, tests and small tables), oldest first."""
+        where = pg_sql.SQL("WHERE table_name = %s") if table_name else pg_sql.SQL("")
+        rows = self._q(pg_sql.SQL(
+            "SELECT id, table_name, max_timestamp, sequence_number, created_at FROM {t} {w}"
+            " ORDER BY created_at NULLS LAST, id").format(t=self.t, w=where),
+            (table_name,) if table_name else None)
+        return [_entry(r) for r in rows]
+
+    def window_findings(self, table_name, window_seconds, gap_seconds, burst_threshold, limit=20):
+        """Gaps, regressions and duplicate bursts among the entries of the last ``window_seconds``.
+
+        One index range scan; the previous entry is taken by ``(created_at, id)``.
+        """
+        rows = self._q(pg_sql.SQL(
+            "WITH w AS ("
+            " SELECT id, max_timestamp, sequence_number, created_at,"
+            "  lag(id) OVER o AS p_id, lag(max_timestamp) OVER o AS p_ts,"
+            "  lag(sequence_number) OVER o AS p_seq, lag(created_at) OVER o AS p_created"
+            " FROM {t} WHERE table_name = %s"
+            "  AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)"
+            " WINDOW o AS (ORDER BY created_at, id)),"
+            " f AS (SELECT *,"
+            "  coalesce(created_at - p_created > make_interval(secs => %s), false) AS is_gap,"
+            "  coalesce((max_timestamp, sequence_number) < (p_ts, p_seq), false) AS is_reg FROM w),"
+            " r AS (SELECT *,"
+            "  count(*) FILTER (WHERE is_gap) OVER () AS n_gaps,"
+            "  count(*) FILTER (WHERE is_reg) OVER () AS n_regs,"
+            "  row_number() OVER (PARTITION BY is_gap ORDER BY created_at DESC, id DESC) AS rn_gap,"
+            "  row_number() OVER (PARTITION BY is_reg ORDER BY created_at DESC, id DESC) AS rn_reg"
+            "  FROM f WHERE is_gap OR is_reg)"
+            " SELECT p_id, p_ts, p_seq, p_created, id, max_timestamp, sequence_number, created_at,"
+            "  EXTRACT(EPOCH FROM (created_at - p_created))::float8, is_gap AND rn_gap <= %s,"
+            "  is_reg AND rn_reg <= %s, n_gaps, n_regs"
+            " FROM r WHERE (is_gap AND rn_gap <= %s) OR (is_reg AND rn_reg <= %s)"
+            " ORDER BY created_at DESC, id DESC").format(t=self.t),
+            (table_name, window_seconds, gap_seconds, limit, limit, limit, limit))
+        gaps = [(r[3], r[7], r[8]) for r in rows if r[9]]
+        regressions = [r[:8] for r in rows if r[10]]
+        n_gaps = rows[0][11] if rows else 0
+        n_regressions = rows[0][12] if rows else 0
+        # A burst: more than burst_threshold entries within any sliding hour; consecutive
+        # over-threshold entries less than an hour apart make one burst.
+        bursts = self._q(pg_sql.SQL(
+            "WITH c AS ("
+            " SELECT created_at, count(*) OVER (ORDER BY created_at"
+            "  RANGE BETWEEN interval '1 hour' PRECEDING AND CURRENT ROW) AS n"
+            " FROM {t} WHERE table_name = %s AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)),"
+            " b AS (SELECT created_at, n, CASE WHEN created_at - lag(created_at) OVER (ORDER BY created_at)"
+            "  <= interval '1 hour' THEN 0 ELSE 1 END AS brk FROM c WHERE n > %s),"
+            " g AS (SELECT created_at, n, sum(brk) OVER (ORDER BY created_at) AS grp FROM b)"
+            " SELECT min(created_at), max(created_at), max(n) FROM g GROUP BY grp"
+            " ORDER BY 2 DESC LIMIT %s").format(t=self.t),
+            (table_name, window_seconds, burst_threshold, limit))
+        dup_pairs = self._q(pg_sql.SQL(
+            "SELECT max_timestamp, sequence_number, count(*) FROM {t}"
+            " WHERE table_name = %s AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)"
+            " GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 3 DESC, 1 DESC LIMIT %s").format(t=self.t),
+            (table_name, window_seconds, limit))
+        return {
+            "gaps": [{"after": format_timestamp(a), "before": format_timestamp(b), "seconds": s}
+                     for a, b, s in gaps],
+            "gap_count": n_gaps,
+            "regressions": [{
+                "previous": {"id": r[0], "max_timestamp": format_timestamp(r[1]), "sequence_number": r[2],
+                             "created_at": format_timestamp(r[3])},
+                "entry": {"id": r[4], "max_timestamp": format_timestamp(r[5]), "sequence_number": r[6],
+                          "created_at": format_timestamp(r[7])}} for r in regressions],
+            "regression_count": n_regressions,
+            "duplicate_bursts": [{"first": format_timestamp(a), "last": format_timestamp(b),
+                                  "max_entries_per_hour": n} for a, b, n in bursts],
+            "duplicate_pairs": [{"max_timestamp": format_timestamp(ts), "sequence_number": s, "entries": n}
+                                for ts, s, n in dup_pairs],
+        }
+
+    # -- server health (runbook Diagnosis step 4) ------------------------------------------------
+    def health(self):
+        version = self._q("SHOW server_version", fetch="one")[0]
+        conns = self._q("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+                        fetch="one")[0]
+        idle = self._q(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle'"
+            " AND state_change < now() - interval '10 minutes'", fetch="one")[0]
+        waiting = self._q(
+            "SELECT l.pid, l.locktype, l.mode, l.relation::regclass::text, a.query,"
+            " b.pid, b.query, b.state"
+            " FROM pg_locks l"
+            " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+            " LEFT JOIN LATERAL unnest(pg_blocking_pids(l.pid)) AS bp(pid) ON true"
+            " LEFT JOIN pg_stat_activity b ON b.pid = bp.pid"
+            " WHERE NOT l.granted ORDER BY l.pid LIMIT 50")
+        can_terminate = self._q(
+            "SELECT rolsuper OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')"
+            " FROM pg_roles WHERE rolname = current_user", fetch="one")
+        return {
+            "server_version": version,
+            "connections": conns,
+            "idle_connections_over_10_minutes": idle,
+            "ungranted_locks": [{"pid": r[0], "locktype": r[1], "mode": r[2], "relation": r[3], "query": r[4],
+                                 "blocking_pid": r[5], "blocking_query": r[6], "blocking_state": r[7]}
+                                for r in waiting],
+            "current_user": self._q("SELECT current_user", fetch="one")[0],
+            "can_terminate_backends": bool(can_terminate and can_terminate[0]),
+        }
+
+    # -- locking ----------------------------------------------------------------------------------
+    def try_advisory_lock(self):
+        """Session advisory lock for this watermark table; True when taken."""
+        return self._q("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                       (ADVISORY_LOCK_CLASS, self.qualified_name), "one")[0]
+
+    def advisory_lock_holder(self):
+        row = self._q(
+            "SELECT l.pid, a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l"
+            " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid"
+            " AND l.objid = hashtext(%s)::oid AND l.objsubid = 2 AND l.pid <> pg_backend_pid()",
+            (ADVISORY_LOCK_CLASS, self.qualified_name), "one")
+        if not row:
+            return None
+        return {"pid": row[0], "application_name": row[1], "client_addr": row[2],
+                "backend_start": format_timestamp(row[3])}
+
+    def advisory_unlock(self):
+        self._q("SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                (ADVISORY_LOCK_CLASS, self.qualified_name), "one")
+
+    def set_lock_timeout(self, lock_timeout_ms, local=True):
+        """For the current transaction only (or, with local=False, the session)."""
+        self._q("SELECT set_config('lock_timeout', %s, %s)", ("%dms" % lock_timeout_ms, local), "one")
+
+    def lock_for_write(self):
+        """Block other writers (the scheduler's INSERT waits), let readers through, until commit.
+
+        Must be the first statement of its transaction: then the transaction's now(),
+        which stamps the entries we insert, is the moment we asked for the lock. A writer
+        that starts after that waits behind us and gets a later created_at, so the
+        entries keep their commit order; set lock_timeout on the session beforehand.
+        """
+        self._q(pg_sql.SQL("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE").format(t=self.t), fetch=None)
+
+    # -- writing ----------------------------------------------------------------------------------
+    def insert(self, table_name, pair):
+        """Insert one entry; created_at is the column default, now() (see lock_for_write)."""
+        row = self._q(pg_sql.SQL(
+            "INSERT INTO {t} (table_name, max_timestamp, sequence_number)"
+            " VALUES (%s, %s, %s)"
+            " RETURNING id, table_name, max_timestamp, sequence_number, created_at").format(t=self.t),
+            (table_name, pair.max_timestamp, pair.sequence_number), "one")
+        return _entry(row)
+
+    def delete_table_entries(self, table_name):
+        return self._q(pg_sql.SQL("DELETE FROM {t} WHERE table_name = %s").format(t=self.t),
+                       (table_name,), None)
+
+    def backup_to_table(self, backup_parts, where_sql, params):
+        """CREATE TABLE <backup> AS the rows about to be destroyed; returns the row count."""
+        if self._regclass(backup_parts) is not None:
+            raise ValueError("backup table %s already exists; choose another backup_table"
+                             % ".".join(backup_parts))
+        return self._q(pg_sql.SQL("CREATE TABLE {b} AS SELECT * FROM {t} w WHERE ").format(
+            b=identifier(backup_parts), t=self.t) + where_sql, params, None)
+
+    def backup_to_file(self, path, where_sql, params):
+        """COPY the rows about to be destroyed to a CSV file (with header); returns the row count."""
+        cur = self.conn.cursor()
+        try:
+            query = cur.mogrify(pg_sql.SQL("SELECT * FROM {t} w WHERE ").format(t=self.t) + where_sql, params)
+            with open(path, "w") as f:
+                cur.copy_expert(b"COPY (" + query + b") TO STDOUT WITH (FORMAT csv, HEADER true)", f)
+            return cur.rowcount
+        finally:
+            cur.close()
+
+    # -- cleanup ----------------------------------------------------------------------------------
+    def cleanup_predicate(self, table_name, keep=None, older_than_seconds=None, duplicates_only=False):
+        """SQL (alias ``w``) and parameters selecting the rows cleanup deletes for one table,
+        or (None, None) when nothing can be deleted. The table's latest entry never matches."""
+        latest = self._q(pg_sql.SQL(
+            "SELECT id FROM {t} WHERE table_name = %s ORDER BY created_at DESC, id DESC LIMIT 1")
+            .format(t=self.t), (table_name,), "one")
+        if latest is None:
+            return None, None
+        self.last_keep_cut = None
+        parts = [pg_sql.SQL("w.table_name = %s AND w.id <> %s")]
+        params = [table_name, latest[0]]
+        if keep is not None:
+            cut = self._q(pg_sql.SQL(
+                "SELECT created_at, id FROM {t} WHERE table_name = %s"
+                " ORDER BY created_at DESC, id DESC OFFSET %s LIMIT 1").format(t=self.t),
+                (table_name, keep), "one")
+            if cut is None:
+                return None, None
+            self.last_keep_cut = (cut[0], cut[1])
+            if cut[0] is None:
+                # The cut falls among rows without created_at, which sort first (newest).
+                parts.append(pg_sql.SQL("(w.created_at IS NOT NULL OR w.id <= %s)"))
+                params.append(cut[1])
+            else:
+                parts.append(pg_sql.SQL("w.created_at IS NOT NULL AND (w.created_at, w.id) <= (%s, %s)"))
+                params += [cut[0], cut[1]]
+        if older_than_seconds is not None:
+            parts.append(pg_sql.SQL("w.created_at < LOCALTIMESTAMP - make_interval(secs => %s)"))
+            params.append(older_than_seconds)
+        if duplicates_only:
+            parts.append(pg_sql.SQL(
+                "EXISTS (SELECT 1 FROM {t} d WHERE d.table_name = w.table_name"
+                " AND d.max_timestamp = w.max_timestamp AND d.sequence_number = w.sequence_number"
+                " AND (d.created_at > w.created_at OR (d.created_at = w.created_at AND d.id > w.id)))")
+                .format(t=self.t))
+        return pg_sql.SQL(" AND ").join(parts), params
+
+    def count_where(self, where_sql, params):
+        return self._q(pg_sql.SQL("SELECT count(*) FROM {t} w WHERE ").format(t=self.t) + where_sql,
+                       params, "one")[0]
+
+    def delete_where(self, where_sql, params, backup_parts=None):
+        """Delete the rows selected by where_sql; returns the count. With backup_parts, the same
+        statement first copies the deleted rows into that table (created here, LIKE the watermark
+        table), so the backup is exactly what was deleted."""
+        if backup_parts is None:
+            return self._q(pg_sql.SQL("DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql, params, None)
+        b = identifier(backup_parts)
+        return self._q(pg_sql.SQL("WITH d AS (DELETE FROM {t} w WHERE ").format(t=self.t) + where_sql
+                       + pg_sql.SQL(" RETURNING w.*) INSERT INTO {b} SELECT * FROM d").format(b=b), params, None)
+
+    def create_backup_table(self, backup_parts):
+        if self._regclass(backup_parts) is not None:
+            raise ValueError("backup table %s already exists; choose another backup_table" % ".".join(backup_parts))
+        self._q(pg_sql.SQL("CREATE TABLE {b} (LIKE {t})").format(b=identifier(backup_parts), t=self.t), fetch=None)
+
+    def count_kept(self, table_name, keep_cut):
+        """Entries above a keep cut-off (created_at, id), NULL created_at included: an index range."""
+        c, i = keep_cut
+        if c is None:
+            return self._q(pg_sql.SQL("SELECT count(*) FROM {t} WHERE table_name = %s AND created_at IS NULL"
+                                      " AND id > %s").format(t=self.t), (table_name, i), "one")[0]
+        return self._q(pg_sql.SQL(
+            "SELECT (SELECT count(*) FROM {t} WHERE table_name = %s AND created_at > %s)"
+            " + (SELECT count(*) FROM {t} WHERE table_name = %s AND created_at = %s AND id > %s)"
+            " + (SELECT count(*) FROM {t} WHERE table_name = %s AND created_at IS NULL)").format(t=self.t),
+            (table_name, c, table_name, c, i, table_name), "one")[0]
+
+    def estimated_rows(self):
+        """The planner's row estimate for the table (pg_class.reltuples); -1 when never analysed."""
+        return self._q("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                       (".".join('"%s"' % p for p in self.table),), "one")[0]
+
+    def can_rewrite(self):
+        """TRUNCATE is allowed and nothing references the table by foreign key."""
+        name = ".".join('"%s"' % p for p in self.table)
+        row = self._q("SELECT has_table_privilege(to_regclass(%s), 'TRUNCATE'),"
+                      " NOT EXISTS (SELECT 1 FROM pg_constraint WHERE confrelid = to_regclass(%s))",
+                      (name, name), "one")
+        return bool(row[0] and row[1])
+
+    def last_id(self):
+        """The last id the table's id sequence handed out (None without a serial id)."""
+        name = ".".join('"%s"' % p for p in self.table)
+        seq = self._q("SELECT pg_get_serial_sequence(%s, 'id')", (name,), "one")[0]
+        if not seq:
+            return None
+        return self._q(pg_sql.SQL("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {s}")
+                       .format(s=pg_sql.SQL(seq)), fetch="one")[0]
+
+    def count_baseline(self, last_id):
+        """Per-table counts of the rows with id <= last_id, and whether other transactions were in
+        progress. Call as the first statement of a REPEATABLE READ transaction begun after
+        last_id was read: with none in progress, no row with such an id can commit later, so the
+        counts stay true until the rewrite's lock."""
+        counts = dict(self._q(pg_sql.SQL("SELECT table_name, count(*) FROM {t} WHERE id <= %s GROUP BY 1")
+                              .format(t=self.t), (last_id,)))
+        busy = self._q("SELECT EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot()))", fetch="one")[0]
+        return counts, busy
+
+    def rewrite_keeping_newest(self, keep, baseline=None):
+        """Keep the newest ``keep`` entries of every table, by copy-out, TRUNCATE and copy-back.
+
+        Call right after lock_exclusive(). ``baseline`` (from count_baseline, taken with no other
+        transaction in progress) spares counting the whole table under the lock: only rows with ids
+        above the baseline's are counted. Returns {table_name: (entries_before, entries_deleted)}.
+        """
+        if baseline is not None:
+            counts, last_id = dict(baseline[0]), baseline[1]
+            for name, n in self._q(pg_sql.SQL("SELECT table_name, count(*) FROM {t} WHERE id > %s GROUP BY 1")
+                                   .format(t=self.t), (last_id,)):
+                counts[name] = counts.get(name, 0) + n
+        else:
+            counts = dict(self._q(pg_sql.SQL("SELECT table_name, count(*) FROM {t} GROUP BY 1").format(t=self.t)))
+        self._q(pg_sql.SQL("CREATE TEMP TABLE k2_wm_keep (LIKE {t}) ON COMMIT DROP").format(t=self.t), fetch=None)
+        kept = {}
+        for name in counts:
+            kept[name] = self._q(pg_sql.SQL(
+                "INSERT INTO k2_wm_keep SELECT * FROM {t} WHERE table_name = %s"
+                " ORDER BY created_at DESC, id DESC LIMIT %s").format(t=self.t), (name, keep), None)
+        self._q(pg_sql.SQL("TRUNCATE {t}").format(t=self.t), fetch=None)
+        self._q(pg_sql.SQL("INSERT INTO {t} SELECT * FROM k2_wm_keep").format(t=self.t), fetch=None)
+        return dict((name, (counts[name], counts[name] - kept[name])) for name in counts if counts[name])
+
+    def lock_exclusive(self):
+        """ACCESS EXCLUSIVE: readers and writers wait until commit (used only by the rewrite)."""
+        self._q(pg_sql.SQL("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE").format(t=self.t), fetch=None)
+
+    # -- audit --------------------------------------------------------------------------------------
+    def ensure_audit_table(self):
+        self._q(pg_sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {a} ("
+            " id BIGSERIAL PRIMARY KEY,"
+            " changed_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),"
+            " db_user TEXT NOT NULL DEFAULT current_user,"
+            " client_addr TEXT DEFAULT inet_client_addr()::text,"
+            " client_host TEXT,"
+            " module TEXT NOT NULL,"
+            " watermark_table TEXT NOT NULL,"
+            " table_name VARCHAR(255),"
+            " parameters JSONB NOT NULL,"
+            " before JSONB,"
+            " after JSONB,"
+            " rows_affected BIGINT NOT NULL,"
+            " backup TEXT)").format(a=identifier(self.audit_table)), fetch=None)
+
+    def audit(self, module_name, table_name, parameters, before, after, rows_affected, backup=None):
+        row = self._q(pg_sql.SQL(
+            "INSERT INTO {a} (client_host, module, watermark_table, table_name, parameters, before, after,"
+            " rows_affected, backup) VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s)"
+            " RETURNING id").format(a=identifier(self.audit_table)),
+            (socket.gethostname(), module_name, self.qualified_name, table_name, to_json(parameters),
+             to_json(before), to_json(after), rows_affected, backup), "one")
+        return row[0]
+
+    def audit_rows(self):
+        rows = self._q(pg_sql.SQL(
+            "SELECT id, changed_at, db_user, client_addr, client_host, module, watermark_table, table_name,"
+            " parameters, before, after, rows_affected, backup FROM {a} ORDER BY id")
+            .format(a=identifier(self.audit_table)))
+        keys = ["id", "changed_at", "db_user", "client_addr", "client_host", "module", "watermark_table",
+                "table_name", "parameters", "before", "after", "rows_affected", "backup"]
+        return [dict(zip(keys, r)) for r in rows]
+
+
+def is_connection_error(exc):
+    return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) and \
+        not isinstance(exc, psycopg2.errors.LockNotAvailable)

@@ -1,0 +1,229 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: K2 Platform Engineering
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: watermark_cleanup
+short_description: Delete old or duplicate offload watermark entries, keeping the newest
+version_added: 0.1.0
+description:
+  - Keeps the newest O(keep) entries per table (runbook Scenario 4 step 3 keeps 10; the weekly prevention job
+    keeps 50) and/or deletes entries older than O(older_than), and can restrict the deletion to exact duplicates
+    (O(duplicates_only)). An entry is deleted only when every rule given selects it.
+  - Never deletes a table's latest entry. Ties are safe; rows written in one transaction share C(created_at),
+    so entries are ordered by C(created_at) then C(id).
+  - One transaction per run, holding the deletion, the backup (O(backup)) and one audit row per table; a failure
+    or a server crash leaves the table as it was.
+  - Check mode returns the number of entries each table would lose; a second run deletes nothing and reports
+    C(changed=false).
+  - "What the scheduler sees: nothing blocks it. A C(DELETE) takes a C(ROW EXCLUSIVE) table lock, which does not
+    conflict with the scheduler's C(INSERT) or C(SELECT); the run reads one C(REPEATABLE READ) snapshot, so the
+    backup is exactly the rows deleted and entries committed during the run are never touched. Two cleanup or
+    reset runs are kept apart by a session advisory lock."
+  - Faster than the runbook's C(ROW_NUMBER()) CTE because it does not rank the whole table; it finds each table's
+    cut-off row by walking the C((table_name, created_at DESC)) index and deletes by a range (see
+    docs/benchmarks.md).
+extends_documentation_fragment:
+  - k2.iceberg_offload.postgres
+  - k2.iceberg_offload.postgres.WRITE
+  - k2.iceberg_offload.attributes
+  - k2.iceberg_offload.attributes.IDEMPOTENT
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Returns the counts it would delete per table and writes nothing.
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+options:
+  tables:
+    description:
+      - Source tables to clean (values of the C(table_name) column). Default every table present.
+    type: list
+    elements: str
+    aliases: [table_name]
+  keep:
+    description:
+      - Newest entries to keep per table; at least 1.
+    type: int
+  older_than:
+    description:
+      - Delete entries written longer ago than this duration (such as C(30d), C(12h)).
+    type: str
+  duplicates_only:
+    description:
+      - Delete only entries whose (C(max_timestamp), C(sequence_number)) pair is repeated by a newer entry of the
+        same table; the newest of each repeated pair stays.
+    type: bool
+    default: false
+  method:
+    description:
+      - How the rows go.
+      - V(delete) deletes them in one C(REPEATABLE READ) transaction without a table lock; the scheduler never
+        waits.
+      - V(rewrite) copies the newest O(keep) entries of every table aside, C(TRUNCATE)s the table and copies them
+        back, in one transaction under an C(ACCESS EXCLUSIVE) lock; readers and writers wait for it (a fraction
+        of a second on 5 million rows, see docs/benchmarks.md). It needs O(keep) alone (no O(older_than),
+        O(duplicates_only) or O(tables)), O(backup=none), the C(TRUNCATE) privilege and no foreign key
+        referencing the table. C(TRUNCATE) is not MVCC-safe; a C(REPEATABLE READ) transaction that started
+        before it sees the table empty.
+      - V(auto) uses V(rewrite) when it is allowed, the table has at least 100000 rows and at most a tenth of
+        them would stay; otherwise V(delete).
+    type: str
+    choices: [auto, delete, rewrite]
+    default: auto
+author:
+  - K2 Platform Engineering (@k2-platform)
+seealso:
+  - module: k2.iceberg_offload.watermark_info
+  - module: k2.iceberg_offload.watermark_reset
+"""
+
+EXAMPLES = r"""
+# Scenario 4 steps 2-3: back up, then keep only the latest 10 entries per table
+- name: See what the cleanup would delete
+  k2.iceberg_offload.watermark_cleanup:
+    login_host: 127.0.0.1
+    login_db: prefect
+    login_user: prefect
+    login_password: "{{ prefect_db_password }}"
+    keep: 10
+  check_mode: true
+  register: would
+
+- name: Keep the latest 10 entries per table, old rows saved to a CSV file in /tmp first
+  k2.iceberg_offload.watermark_cleanup:
+    login_host: 127.0.0.1
+    login_db: prefect
+    login_user: prefect
+    login_password: "{{ prefect_db_password }}"
+    keep: 10
+    backup: file
+    backup_dir: /tmp
+  register: cleaned
+
+# Scenario 4, duplicate burst: drop repeated pairs only
+- name: Delete exact duplicate entries of Binance
+  k2.iceberg_offload.watermark_cleanup:
+    login_host: 127.0.0.1
+    login_db: prefect
+    login_user: prefect
+    login_password: "{{ prefect_db_password }}"
+    tables: [bronze_trades_binance]
+    duplicates_only: true
+
+# Prevention 2: the weekly job (keep 50, and at least 30 days)
+- name: Weekly watermark cleanup
+  k2.iceberg_offload.watermark_cleanup:
+    login_db: prefect
+    keep: 50
+    older_than: 30d
+    backup: none
+"""
+
+RETURN = r"""
+method:
+  description: How the rows were deleted, V(delete) or V(rewrite) (check mode always plans a V(delete)).
+  returned: always
+  type: str
+  sample: delete
+watermark_table:
+  description: The watermark table.
+  returned: always
+  type: str
+  sample: offload_watermarks
+deleted:
+  description: Entries deleted in total (in check mode, that would be deleted).
+  returned: always
+  type: int
+  sample: 4999980
+tables:
+  description: Counts per source table.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    table_name:
+      description: Source table.
+      type: str
+      sample: bronze_trades_binance
+    entries_before:
+      description: Entries before.
+      type: int
+      sample: 2500000
+    deleted:
+      description: Entries deleted (or that would be).
+      type: int
+      sample: 2499990
+    entries_after:
+      description: Entries left (or that would be).
+      type: int
+      sample: 10
+backup:
+  description: Backup table name or file path holding the deleted rows, or null.
+  returned: always
+  type: str
+  sample: /tmp/watermarks_backup_20260212_110203.csv
+backup_rows:
+  description: Rows saved in the backup.
+  returned: when a backup was made
+  type: int
+  sample: 4999980
+audit_ids:
+  description: Ids of the audit rows written.
+  returned: always
+  type: list
+  elements: int
+  sample: [14, 15]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
+    postgres_common_argument_spec, watermark_write_argument_spec)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
+    open_store, run_cleanup, run_or_fail)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import validate_cleanup
+
+
+def main():
+    argument_spec = postgres_common_argument_spec()
+    argument_spec.update(watermark_write_argument_spec())
+    argument_spec.update(
+        tables=dict(type="list", elements="str", aliases=["table_name"]),
+        keep=dict(type="int"),
+        older_than=dict(type="str"),
+        duplicates_only=dict(type="bool", default=False),
+        method=dict(type="str", choices=["auto", "delete", "rewrite"], default="auto"),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+    )
+    if module.params["lock_timeout"] < 0:
+        module.fail_json(msg="lock_timeout must be zero or more seconds, got %d" % module.params["lock_timeout"])
+    try:
+        validate_cleanup(module.params["keep"], module.params["older_than"], module.params["duplicates_only"])
+    except WatermarkError as e:
+        module.fail_json(msg=str(e))
+    store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_cleanup")[1]
+    result = run_or_fail(module, run_cleanup, "cleaning up the watermark table", store, module.params,
+                         module.check_mode)
+    if module._diff:
+        result["diff"] = {
+            "before": dict((t["table_name"], {"entries": t["entries_before"]}) for t in result["tables"]),
+            "after": dict((t["table_name"], {"entries": t["entries_after"]}) for t in result["tables"]),
+        }
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: K2 Platform Engineering
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: watermark_info
+short_description: Diagnose the Iceberg offload watermarks in PostgreSQL
+version_added: 0.1.0
+description:
+  - Reads the offload watermark table and reports, per source table, what the runbook's Diagnosis and
+    Scenario 4 steps look at, plus the health of the PostgreSQL server holding it (Diagnosis step 4).
+  - For each table, the latest entry (the one the scheduler reads), its age, whether it is stale or in
+    warning, entries in the last hour against the number the cycle period predicts, gaps longer than two
+    cycles, regressions (an entry whose pair is lower than the one before it), duplicate bursts and
+    repeated pairs in a lookback window, and the total number of entries.
+  - A missing watermark table or missing index is reported as a finding, not a failure.
+  - Fast on large tables; the latest entry is found by walking the C((table_name, created_at DESC)) index,
+    and the distinct table names by a skip scan of it.
+extends_documentation_fragment:
+  - k2.iceberg_offload.postgres
+  - k2.iceberg_offload.attributes
+  - k2.iceberg_offload.attributes.INFO_MODULE
+options:
+  tables:
+    description:
+      - Source tables to report on (values of the C(table_name) column). Default all tables found.
+    type: list
+    elements: str
+    aliases: [table_name]
+  stale_after:
+    description:
+      - Seconds after which the latest entry is stale (the C(IcebergOffloadWatermarkStale) alert fires at 3600).
+    type: int
+    default: 3600
+  warn_after:
+    description:
+      - Seconds after which the latest entry is in warning (the runbook expects an entry within 1800).
+    type: int
+    default: 1800
+  cycle_seconds:
+    description:
+      - Scheduler cycle period in seconds (900, one cycle per 15 minutes, in the runbook). Gaps are
+        intervals between consecutive entries longer than two cycles.
+    type: int
+    default: 900
+  lookback:
+    description:
+      - Window (duration such as C(24h), C(7d)) in which gaps, regressions and duplicate bursts are looked for.
+    type: str
+    default: 24h
+  burst_threshold:
+    description:
+      - More entries than this for one table within any hour is a duplicate burst (runbook Scenario 4 says
+        more than 10 means possible duplicate writes).
+    type: int
+    default: 10
+  health:
+    description:
+      - Also report PostgreSQL health (version, connections, idle connections older than 10 minutes,
+        ungranted locks and who blocks them, whether this role may terminate backends).
+    type: bool
+    default: true
+  count_entries:
+    description:
+      - Count every entry of each table (C(total_entries)). The count reads the whole index range of the
+        table; on tables with many millions of rows it is the slowest part of this module.
+    type: bool
+    default: true
+author:
+  - K2 Platform Engineering (@k2-platform)
+seealso:
+  - module: k2.iceberg_offload.watermark_reset
+  - module: k2.iceberg_offload.watermark_cleanup
+"""
+
+EXAMPLES = r"""
+# Diagnosis step 2 and Scenario 4 step 1: recent entries, age, regressions, duplicate bursts
+- name: Check the watermark table of the two Bronze tables
+  k2.iceberg_offload.watermark_info:
+    login_host: 127.0.0.1
+    port: 5432
+    login_db: prefect
+    login_user: prefect
+    login_password: "{{ prefect_db_password }}"
+    tables:
+      - bronze_trades_binance
+      - bronze_trades_kraken
+  register: wm
+
+- name: Stop when a watermark is stale (the IcebergOffloadWatermarkStale condition)
+  ansible.builtin.assert:
+    that: wm.stale_tables | length == 0
+    fail_msg: "stale watermark for {{ wm.stale_tables | join(', ') }}: {{ wm.findings | join('; ') }}"
+
+# Diagnosis step 5: choose the scenario
+- name: Scenario 3 when the table is missing
+  ansible.builtin.debug:
+    msg: "Watermark table missing: run the Scenario 3 playbook"
+  when: not wm.table_exists
+
+- name: Scenario 4 when entries regress
+  ansible.builtin.debug:
+    msg: "{{ item.table_name }} regressed {{ item.regression_count }} time(s)"
+  loop: "{{ wm.tables }}"
+  when: item.regression_count | default(0) > 0
+
+# Diagnosis step 4: PostgreSQL health only, using the libpq environment
+- name: PostgreSQL health from PGHOST/PGUSER/PGPASSWORD
+  k2.iceberg_offload.watermark_info:
+    login_db: prefect
+    count_entries: false
+  register: pg
+"""
+
+RETURN = r"""
+watermark_table:
+  description: The watermark table inspected.
+  returned: always
+  type: str
+  sample: offload_watermarks
+table_exists:
+  description: Whether the watermark table exists.
+  returned: always
+  type: bool
+  sample: true
+index_exists:
+  description: Whether the runbook's index C(idx_watermarks_table_created) exists on it.
+  returned: always
+  type: bool
+  sample: true
+findings:
+  description: Human-readable findings (missing table or index, stale or warning tables, regressions, bursts).
+  returned: always
+  type: list
+  elements: str
+  sample: ["bronze_trades_binance: watermark stale, last entry 5400 s ago (> 3600 s)"]
+stale_tables:
+  description: Tables whose latest entry is older than O(stale_after) (or that have no entry).
+  returned: always
+  type: list
+  elements: str
+  sample: [bronze_trades_binance]
+warning_tables:
+  description: Tables whose latest entry is older than O(warn_after) (or that have no entry).
+  returned: always
+  type: list
+  elements: str
+  sample: [bronze_trades_binance]
+tables:
+  description: One item per source table.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    table_name:
+      description: The source table.
+      type: str
+      sample: bronze_trades_binance
+    latest:
+      description: The latest entry (what the scheduler reads); timestamps are naive UTC for C(max_timestamp)
+        and server local time for C(created_at), as stored.
+      type: dict
+      sample: {"id": 812, "table_name": "bronze_trades_binance", "max_timestamp": "2026-02-12 10:00:00",
+               "sequence_number": 1234567, "created_at": "2026-02-12 10:15:02.123456"}
+    age_seconds:
+      description: Seconds since the latest entry was written (C(LOCALTIMESTAMP - created_at) on the server).
+      type: float
+      sample: 412.5
+    data_lag_seconds:
+      description: Seconds between now (UTC) and the latest entry's C(max_timestamp).
+      type: float
+      sample: 1320.0
+    stale:
+      description: C(age_seconds) is greater than O(stale_after).
+      type: bool
+    warning:
+      description: C(age_seconds) is greater than O(warn_after).
+      type: bool
+    entries_last_hour:
+      description: Entries written in the last hour.
+      type: int
+      sample: 4
+    expected_entries_last_hour:
+      description: Entries one hour of cycles should write (3600 / O(cycle_seconds)).
+      type: float
+      sample: 4.0
+    total_entries:
+      description: All entries of the table (when O(count_entries=true)).
+      type: int
+      sample: 812
+    gaps:
+      description: Up to 20 most recent intervals between consecutive entries longer than two cycles.
+      type: list
+      elements: dict
+      sample: [{"after": "2026-02-12 08:00:00", "before": "2026-02-12 09:30:00", "seconds": 5400.0}]
+    gap_count:
+      description: Number of such gaps in the lookback window.
+      type: int
+    regressions:
+      description: Up to 20 most recent entries whose pair is lower than the previous entry's, with both.
+      type: list
+      elements: dict
+      sample: [{"previous": {"id": 9, "max_timestamp": "2026-02-12 10:00:00", "sequence_number": 500,
+                             "created_at": "2026-02-12 10:15:00"},
+                "entry": {"id": 10, "max_timestamp": "2026-02-12 09:00:00", "sequence_number": 400,
+                          "created_at": "2026-02-12 10:30:00"}}]
+    regression_count:
+      description: Number of regressions in the lookback window.
+      type: int
+    duplicate_bursts:
+      description: Periods in which some sliding hour held more than O(burst_threshold) entries; C(first) and
+        C(last) are the first and last entry at which the trailing hour was over the threshold.
+      type: list
+      elements: dict
+      sample: [{"first": "2026-02-12 10:03:00", "last": "2026-02-12 10:41:00", "max_entries_per_hour": 57}]
+    duplicate_pairs:
+      description: Pairs written more than once in the lookback window, with their count.
+      type: list
+      elements: dict
+      sample: [{"max_timestamp": "2026-02-12 10:00:00", "sequence_number": 500, "entries": 3}]
+health:
+  description: PostgreSQL health (when O(health=true)).
+  returned: when health is true
+  type: dict
+  contains:
+    server_version:
+      description: Server version.
+      type: str
+      sample: "15.18 (Debian 15.18-0+deb12u1)"
+    connections:
+      description: Sessions connected to this database (runbook expects fewer than 20).
+      type: int
+      sample: 7
+    idle_connections_over_10_minutes:
+      description: Idle sessions whose state has not changed for 10 minutes (runbook Issue 2b).
+      type: int
+      sample: 0
+    ungranted_locks:
+      description: Lock requests not granted, with the blocking session and its query.
+      type: list
+      elements: dict
+      sample: [{"pid": 4242, "mode": "RowExclusiveLock", "relation": "offload_watermarks",
+                "query": "INSERT INTO offload_watermarks ...", "blocking_pid": 4243,
+                "blocking_query": "LOCK TABLE ...", "blocking_state": "idle in transaction",
+                "locktype": "relation"}]
+    current_user:
+      description: The role the module connected as.
+      type: str
+      sample: prefect
+    can_terminate_backends:
+      description: Whether this role may call C(pg_terminate_backend) on other sessions (superuser or
+        member of C(pg_signal_backend)).
+      type: bool
+      sample: false
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
+    postgres_common_argument_spec, psycopg2)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
+    OperationError, collect_info, db_failure, open_store)
+
+
+def main():
+    argument_spec = postgres_common_argument_spec()
+    argument_spec.update(
+        tables=dict(type="list", elements="str", aliases=["table_name"]),
+        stale_after=dict(type="int", default=3600),
+        warn_after=dict(type="int", default=1800),
+        cycle_seconds=dict(type="int", default=900),
+        lookback=dict(type="str", default="24h"),
+        burst_threshold=dict(type="int", default=10),
+        health=dict(type="bool", default=True),
+        count_entries=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    for opt in ("stale_after", "warn_after", "cycle_seconds"):
+        if module.params[opt] <= 0:
+            module.fail_json(msg="%s must be greater than zero, got %d" % (opt, module.params[opt]))
+    if module.params["burst_threshold"] < 1:
+        module.fail_json(msg="burst_threshold must be at least 1, got %d" % module.params["burst_threshold"])
+
+    conn, store = open_store(module, application_name="k2.iceberg_offload.watermark_info")
+    try:
+        conn.set_session(readonly=True)
+        result = collect_info(store, module.params)
+    except (OperationError, WatermarkError) as e:
+        module.fail_json(msg=getattr(e, "msg", str(e)))
+    except psycopg2.Error as e:
+        module.fail_json(msg=db_failure(e, "reading %s" % store.qualified_name).msg)
+    finally:
+        conn.close()
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
