@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Benchmarks, one command each:   bench/run.sh watermarks [--rows N] [--port P] [--no-doc]
+#                                  bench/run.sh coldtier [options]
+#                                  bench/run.sh all   (the default; what `make bench` runs)
 # Results go to bench/results/ (raw JSON) and docs/benchmarks.md.
 # Environment: K2_VENV (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${K2_VENV:-$PWD/.venv}
-what=${1:-}
+what=${1:-all}
 [ $# -gt 0 ] && shift
 case "$what" in
   watermarks) exec "$VENV/bin/python" bench/watermark_bench.py "$@" ;;
-  *) echo "usage: $0 watermarks [options]" >&2; exit 2 ;;
+  coldtier) exec "$VENV/bin/python" bench/coldtier_bench.py "$@" ;;
+  all) "$VENV/bin/python" bench/watermark_bench.py && exec "$VENV/bin/python" bench/coldtier_bench.py ;;
+  *) echo "usage: $0 [all|watermarks|coldtier] [options]" >&2; exit 2 ;;
 esac

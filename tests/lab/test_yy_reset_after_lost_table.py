@@ -65,8 +65,8 @@ def test_runbook_lookback_reset_duplicates_what_the_cold_tier_had(k2lab):
     try:
         cold_max = lab.latest_watermarks()[table][:2]
         lose_the_table()
-        result = run_module("watermark_reset", reset_args(k2lab, strategy="lookback", lookback="24h",
-                                                           tables=[table]), host=SPARK_HOST)
+        args = reset_args(k2lab, strategy="lookback", lookback="24h", tables=[table])
+        result = run_module("watermark_reset", args, host=SPARK_HOST)
         assert not result["failed"], result.get("msg")
         new = lab.latest_watermarks()[table]
     finally:
