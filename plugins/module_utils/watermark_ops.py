@@ -21,6 +21,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark impor
     WatermarkError, parse_duration, utcnow)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import (
     TableFacts, compute_target, default_backup_name, plan_reset, validate_cleanup)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sources import SourceError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import WatermarkStore
 
 # table_name is VARCHAR(255) in the runbook's DDL.
@@ -74,11 +75,12 @@ def open_store(module, audit=False, application_name="k2.iceberg_offload"):
     return conn, WatermarkStore(conn, table, audit_table)
 
 
-def run_or_fail(module, operation, what, *args):
-    """Run ``operation(*args)``; turn its errors into module.fail_json with the message; close the connection."""
+def run_or_fail(module, operation, what, *args, **kwargs):
+    """Run ``operation(*args, **kwargs)``; turn its errors into module.fail_json with the message;
+    close the connection."""
     conn = args[0].conn
     try:
-        return operation(*args)
+        return operation(*args, **kwargs)
     except OperationError as e:
         module.fail_json(msg=e.msg, **e.extra)
     except WatermarkError as e:
@@ -207,13 +209,15 @@ def _facts(store, name):
                       entries=store.count_entries(name) if latest else 0)
 
 
-def _plans(store, names, strategy, params, table_exists, targets=None):
+def _plans(store, names, strategy, params, table_exists, targets=None, target_check=None):
     plans = []
     for name in names:
         facts = _facts(store, name) if table_exists else TableFacts(name)
         try:
             target = targets[name] if targets and name in targets else compute_target(strategy, params, facts)
-        except WatermarkError as e:
+            if target_check is not None:
+                target_check(name, target)
+        except (WatermarkError, SourceError) as e:
             raise OperationError(str(e))
         plan = plan_reset(facts, target, params["mode"], params["allow_backward"])
         plan["_target"] = target
@@ -244,8 +248,13 @@ def _backup(store, params, where_sql, where_params, now):
     return path, n
 
 
-def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.watermark_reset", targets=None):
-    """Ensure the table, then move each table's watermark to its target. See the module's docs."""
+def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.watermark_reset", targets=None,
+              target_check=None):
+    """Ensure the table, then move each table's watermark to its target. See the module's docs.
+
+    ``targets``: {table: Watermark} computed elsewhere (ClickHouse, Iceberg); ``target_check``:
+    a callable(table, target) raising SourceError to refuse a target (past the source).
+    """
     conn = store.conn
     out = {"changed": False, "watermark_table": store.qualified_name, "created_table": False,
            "created_index": False, "tables": [], "backup": None, "audit_ids": []}
@@ -256,7 +265,7 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
     strategy = params.get("strategy")
     if names and not strategy:
         raise OperationError("tables given but no strategy: say where the watermark goes "
-                             "(strategy=pair, safe_point or shift_by)")
+                             "(strategy=pair, safe_point, shift_by, lookback or cold_tier)")
     if strategy and not names:
         if strategy == "pair" or not exists:
             raise OperationError("strategy=%s needs tables (the source tables whose watermark to set)" % strategy)
@@ -283,7 +292,7 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
 
     acquire_advisory_lock(store, params["lock_timeout"])
     try:
-        plans = _plans(store, names, strategy, params, exists, targets)
+        plans = _plans(store, names, strategy, params, exists, targets, target_check)
         conn.rollback()
         if check_mode:
             return _reset_result(out, plans, check_mode=True)
@@ -292,7 +301,7 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
             store.set_lock_timeout(params["lock_timeout"] * 1000, local=False)
             conn.commit()
             store.lock_for_write()
-            plans = _plans(store, names, strategy, params, True, targets)
+            plans = _plans(store, names, strategy, params, True, targets, target_check)
             refused = [p["refused"] for p in plans if p["refused"]]
             if refused:
                 conn.rollback()

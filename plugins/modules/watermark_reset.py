@@ -16,8 +16,10 @@ description:
     using the runbook's Scenario 3 DDL. Idempotent.
   - With O(tables) and O(strategy), sets each table's watermark pair (C(max_timestamp), C(sequence_number)).
     The target comes from an explicit pair (O(strategy=pair)), from the greatest pair an existing entry holds
-    (O(strategy=safe_point), runbook Scenario 4 step 5), or from the latest pair moved by a duration
-    (O(strategy=shift_by)).
+    (O(strategy=safe_point), runbook Scenario 4 step 5), from the latest pair moved by a duration
+    (O(strategy=shift_by)), from what the Iceberg cold tier really holds (O(strategy=cold_tier)), or from the
+    ClickHouse source C(now - lookback) (O(strategy=lookback), runbook Scenario 3 step 3).
+  - With O(clickhouse_url), refuses a target past the source's greatest pair unless O(allow_past_source=true).
   - O(mode=append) inserts one new entry (the scheduler reads the latest one); O(mode=replace) deletes the
     table's entries and inserts the one new entry (runbook Scenario 4 step 5), after saving the deleted rows
     (O(backup)). Each run is one transaction with its audit rows; nothing is half-written.
@@ -36,6 +38,8 @@ description:
 extends_documentation_fragment:
   - k2.iceberg_offload.postgres
   - k2.iceberg_offload.postgres.WRITE
+  - k2.iceberg_offload.clickhouse
+  - k2.iceberg_offload.iceberg
   - k2.iceberg_offload.attributes
   - k2.iceberg_offload.attributes.IDEMPOTENT
 attributes:
@@ -70,8 +74,17 @@ options:
         of the table (compared as a pair), not the runbook's per-column maxima.
       - V(shift_by) moves the latest entry's C(max_timestamp) by O(shift_by) and keeps its sequence number
         (or uses O(sequence_number) when given).
+      - V(cold_tier) uses the greatest pair the Iceberg cold tier really holds (O(cold_table)), so nothing that is
+        already there is offloaded again and nothing that is not is skipped. Use it after corruption or a lost
+        watermark table. Needs O(iceberg_catalog_properties) or O(iceberg_table_location), and runs where the
+        warehouse can be read (the Spark host).
+      - V(lookback) is the runbook's initialisation (Scenario 3 step 3) done with a real pair, the greatest
+        (timestamp, sequence) pair of the ClickHouse source strictly before C(now - lookback) (server clock).
+        Refused when the source has no row before that cutoff (the runbook's pipeline would write 0).
+        Everything after the pair is offloaded again, so when the cold tier still holds those rows they are
+        duplicated; prefer V(cold_tier) unless the cold tier is lost too.
     type: str
-    choices: [pair, safe_point, shift_by]
+    choices: [cold_tier, lookback, pair, safe_point, shift_by]
   max_timestamp:
     description:
       - For O(strategy=pair). ISO 8601, with or without an offset (without one, UTC); stored as naive UTC.
@@ -84,6 +97,38 @@ options:
     description:
       - For O(strategy=shift_by), a signed duration such as C(-1h) (back, re-offload the last hour) or C(+15m).
     type: str
+  lookback:
+    description:
+      - For O(strategy=lookback), how far back from the ClickHouse server's C(now()), such as C(24h) (the
+        runbook's value) or C(90m).
+    type: str
+    default: 24h
+  cold_table:
+    description:
+      - For O(strategy=cold_tier), the Iceberg identifier of each source table's cold table; C({table}) stands
+        for the source table. With O(iceberg_table_location), C({table}) may be used there too.
+    type: str
+    default: cold.{table}
+  timestamp_column:
+    description: Timestamp column of the source and cold tables (the pair's first half).
+    type: str
+    default: exchange_timestamp
+  sequence_column:
+    description: Sequence column of the source and cold tables (the pair's second half).
+    type: str
+    default: sequence_number
+  clickhouse_url:
+    description:
+      - When set (or E(CLICKHOUSE_URL) is), every target is checked against the greatest pair of the ClickHouse
+        source table and a target past it is refused (the offload would skip the rows that arrive in between),
+        unless O(allow_past_source=true). Required by O(strategy=lookback).
+      - Unset, the check is not made and the module warns.
+    default: null
+  allow_past_source:
+    description:
+      - Set a target past the source's greatest pair anyway (or on an empty source).
+    type: bool
+    default: false
   mode:
     description:
       - V(append) inserts one entry; earlier entries stay. V(replace) deletes the table's entries (after O(backup))
@@ -104,6 +149,37 @@ seealso:
 """
 
 EXAMPLES = r"""
+# Scenario 3, done right: the table was lost; recreate it and continue from what the cold
+# tier really holds. Runs on the Spark host, where the warehouse is.
+- name: Recreate offload_watermarks and set each watermark from the cold tier
+  k2.iceberg_offload.watermark_reset:
+    login_host: k2-prefect-db
+    login_db: prefect
+    login_user: prefect
+    login_password: "{{ prefect_db_password }}"
+    tables: [bronze_trades_binance, bronze_trades_kraken]
+    strategy: cold_tier
+    iceberg_catalog: k2
+    iceberg_catalog_properties:
+      type: sql
+      uri: sqlite:////home/iceberg/warehouse/catalog.db
+      warehouse: file:///home/iceberg/warehouse
+    clickhouse_url: http://k2-clickhouse:8123
+  delegate_to: k2-spark-iceberg
+
+# The runbook's own Scenario 3 step 3 (24 hours back), only when the cold tier is lost too:
+# everything after the pair is offloaded again.
+- name: Initialise from the source, 24 hours back
+  k2.iceberg_offload.watermark_reset:
+    login_host: 127.0.0.1
+    login_db: prefect
+    login_user: prefect
+    login_password: "{{ prefect_db_password }}"
+    tables: [bronze_trades_binance]
+    strategy: lookback
+    lookback: 24h
+    clickhouse_url: http://127.0.0.1:8123
+
 # Scenario 3 step 2: recreate the watermark table (runbook DDL, idempotent)
 - name: Ensure offload_watermarks and its index exist
   k2.iceberg_offload.watermark_reset:
@@ -223,6 +299,16 @@ tables:
       type: dict
       sample: {"id": 900, "table_name": "bronze_trades_binance", "max_timestamp": "2026-02-12 10:00:00",
                "sequence_number": 500, "created_at": "2026-02-12 11:02:03.456789"}
+    source:
+      description:
+        - Where the target came from and how it was checked. C(strategy); for V(cold_tier) C(cold_table),
+          C(snapshot_id) and C(pair); for V(lookback) C(lookback_seconds), C(cutoff) and C(pair);
+          C(source_greatest_pair) (null when not checked) and C(source_checked).
+      type: dict
+      sample: {"strategy": "cold_tier", "cold_table": "cold.bronze_trades_binance", "snapshot_id": 5043152216397427000,
+               "pair": {"max_timestamp": "2026-02-12 10:14:59", "sequence_number": 81234},
+               "source_greatest_pair": {"max_timestamp": "2026-02-12 10:29:59", "sequence_number": 82011},
+               "source_checked": true}
 backup:
   description: Backup table name or file path holding the deleted rows, or null when nothing was deleted.
   returned: always
@@ -241,42 +327,93 @@ audit_ids:
   sample: [12, 13]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
     postgres_common_argument_spec, watermark_write_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
     open_store, run_reset, run_or_fail)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import TARGET_STRATEGIES
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sources import (
+    EXTERNAL_STRATEGIES, SourceCheck, SourceError, cold_tier_targets, lookback_targets)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import clickhouse as ch_utils
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg as ice_utils
 
 
 def argument_spec():
     spec = postgres_common_argument_spec()
     spec.update(watermark_write_argument_spec())
+    spec.update(ch_utils.clickhouse_argument_spec())
+    # No default URL here: the source is asked only when the play says where it is.
+    spec["clickhouse_url"] = dict(type="str", fallback=(env_fallback, ["CLICKHOUSE_URL"]))
+    spec.update(ice_utils.iceberg_argument_spec())
     spec.update(
         state=dict(type="str", choices=["present"], default="present"),
         tables=dict(type="list", elements="str", aliases=["table_name"]),
-        strategy=dict(type="str", choices=sorted(TARGET_STRATEGIES)),
+        strategy=dict(type="str", choices=sorted(set(TARGET_STRATEGIES) | set(EXTERNAL_STRATEGIES))),
         max_timestamp=dict(type="str"),
         sequence_number=dict(type="int"),
         shift_by=dict(type="str"),
+        lookback=dict(type="str", default="24h"),
+        cold_table=dict(type="str", default="cold.{table}"),
+        timestamp_column=dict(type="str", default="exchange_timestamp"),
+        sequence_column=dict(type="str", default="sequence_number"),
         mode=dict(type="str", choices=["append", "replace"], default="append"),
         allow_backward=dict(type="bool", default=False),
+        allow_past_source=dict(type="bool", default=False),
     )
     return spec
+
+
+def external_targets(module, client):
+    """Targets from ClickHouse (lookback) or Iceberg (cold_tier); fails the module on error."""
+    p = module.params
+    cols = (p["timestamp_column"], p["sequence_column"])
+    try:
+        if p["strategy"] == "lookback":
+            return lookback_targets(client, p["tables"], p["lookback"], *cols)
+        ice_utils.ensure_required_libs(module)
+        if not p["iceberg_catalog_properties"] and not p["iceberg_table_location"]:
+            module.fail_json(msg="strategy=cold_tier needs the cold tier: iceberg_catalog_properties (a pyiceberg "
+                                 "catalog, or {type: hadoop, warehouse: ...}) or iceberg_table_location")
+        return cold_tier_targets(p, p["tables"], p["cold_table"], *cols)
+    except SourceError as e:
+        module.fail_json(msg="%s; nothing was written" % e)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
         required_if=[("strategy", "pair", ("max_timestamp", "sequence_number")),
-                     ("strategy", "shift_by", ("shift_by",))],
+                     ("strategy", "shift_by", ("shift_by",)),
+                     ("strategy", "lookback", ("tables", "clickhouse_url")),
+                     ("strategy", "cold_tier", ("tables",))],
         supports_check_mode=True,
     )
-    if module.params["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be zero or more seconds, got %d" % module.params["lock_timeout"])
+    p = module.params
+    if p["lock_timeout"] < 0:
+        module.fail_json(msg="lock_timeout must be zero or more seconds, got %d" % p["lock_timeout"])
+    client = None
+    if p["clickhouse_url"]:
+        ch_utils.ensure_required_libs(module)
+        client = ch_utils.ClickHouseClient.from_module(module)
+    targets, sources = None, {}
+    if p["strategy"] in EXTERNAL_STRATEGIES:
+        targets, sources = external_targets(module, client)
+    check = None
+    if client is not None:
+        check = SourceCheck(client, p["timestamp_column"], p["sequence_column"], allow=p["allow_past_source"])
     store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_reset")[1]
-    result = run_or_fail(module, run_reset, "resetting the watermark", store, module.params, module.check_mode)
+    result = run_or_fail(module, run_reset, "resetting the watermark", store, p, module.check_mode,
+                         targets=targets, target_check=check)
+    for plan in result.get("tables", []):
+        name = plan["table_name"]
+        plan["source"] = dict(sources.get(name) or {"strategy": p["strategy"]},
+                              source_greatest_pair=check.info(name) if check else None,
+                              source_checked=bool(check) and not p["allow_past_source"])
+    if result.get("tables") and check is None:
+        module.warn("the target was not checked against the source's greatest pair: set clickhouse_url so a "
+                    "watermark past the source (rows skipped) is refused")
     diff = result.pop("diff", None)
     if module._diff and diff is not None:
         result["diff"] = diff

@@ -1,0 +1,111 @@
+# -*- coding: utf-8 -*-
+# Copyright: K2 Platform Engineering
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Watermark targets that come from outside the watermark table. Private to this collection.
+
+``lookback`` asks the ClickHouse source (runbook Scenario 3 step 3, done with a real
+pair); ``cold_tier`` asks the Iceberg table what it really holds. Both hand a
+``Watermark`` per table to ``watermark_ops.run_reset(targets=...)``. The source check
+refuses any target past the source's greatest pair (the offload would skip rows).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
+    WatermarkError, format_timestamp, parse_duration)
+
+EXTERNAL_STRATEGIES = ("lookback", "cold_tier")
+
+
+class SourceError(Exception):
+    """A target could not be computed, or was refused; nothing has been written."""
+
+
+def _pair(pair):
+    return pair.as_dict() if pair is not None else None
+
+
+def format_per_table(template, table, option):
+    """``cold.{table}`` -> ``cold.bronze_trades_binance``; a template without {table} is used as is."""
+    try:
+        return template.format(table=table)
+    except (KeyError, IndexError, ValueError):
+        raise SourceError("%s %r may only use the placeholder {table}" % (option, template))
+
+
+def lookback_targets(client, names, lookback, ts_col, seq_col):
+    """{table: Watermark}, {table: info}: the greatest real pair strictly before ``now - lookback``."""
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.clickhouse import (
+        ClickHouseError, lookback_watermark)
+    try:
+        seconds = int(parse_duration(lookback, "lookback"))
+    except WatermarkError as e:
+        raise SourceError(str(e))
+    targets, info = {}, {}
+    for name in names:
+        try:
+            pair, cutoff = lookback_watermark(client, name, seconds, ts_col=ts_col, seq_col=seq_col)
+        except ClickHouseError as e:
+            raise SourceError(str(e))
+        targets[name] = pair
+        info[name] = {"strategy": "lookback", "lookback_seconds": seconds,
+                      "cutoff": format_timestamp(cutoff), "pair": _pair(pair)}
+    return targets, info
+
+
+def cold_tier_targets(params, names, cold_table, ts_col, seq_col):
+    """{table: Watermark}, {table: info}: the greatest pair the cold tier really holds."""
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import (
+        IcebergError, cold_tier_max_pair, open_table_from_params)
+    targets, info = {}, {}
+    for name in names:
+        identifier = format_per_table(cold_table, name, "cold_table")
+        location = params.get("iceberg_table_location")
+        if location:
+            location = format_per_table(location, name, "iceberg_table_location")
+        try:
+            table = open_table_from_params(params, identifier=identifier, table_location=location)
+            pair = cold_tier_max_pair(table, ts_col=ts_col, seq_col=seq_col)
+        except IcebergError as e:
+            raise SourceError(str(e))
+        if pair is None:
+            raise SourceError(
+                "cold tier %s holds no rows, so it cannot say where %s's watermark is; use strategy=lookback "
+                "(if the cold tier is really empty) or strategy=pair" % (location or identifier, name))
+        snapshot = table.current_snapshot()
+        targets[name] = pair
+        info[name] = {"strategy": "cold_tier", "cold_table": location or identifier, "pair": _pair(pair),
+                      "snapshot_id": snapshot.snapshot_id if snapshot is not None else None}
+    return targets, info
+
+
+class SourceCheck(object):
+    """Refuses targets past the source's greatest pair (``allow`` turns that off)."""
+
+    def __init__(self, client, ts_col, seq_col, allow=False):
+        self.client = client
+        self.ts_col = ts_col
+        self.seq_col = seq_col
+        self.allow = allow
+        self.greatest = {}
+
+    def __call__(self, name, target):
+        from ansible_collections.k2.iceberg_offload.plugins.module_utils.clickhouse import (
+            ClickHouseError, check_not_past_source, source_greatest_pair)
+        if name not in self.greatest:
+            try:
+                self.greatest[name] = source_greatest_pair(self.client, name, self.ts_col, self.seq_col)
+            except ClickHouseError as e:
+                raise SourceError("cannot check the target against the source (set allow_past_source=true "
+                                  "to skip this check): %s" % e)
+        try:
+            check_not_past_source(target, self.greatest[name], table=name, allow=self.allow)
+        except WatermarkError as e:
+            raise SourceError(str(e).replace("Pass the explicit override", "Set allow_past_source=true"))
+
+    def info(self, name):
+        if name not in self.greatest:
+            return None
+        return _pair(self.greatest[name])
