@@ -271,6 +271,10 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
             raise OperationError("strategy=%s needs tables (the source tables whose watermark to set)" % strategy)
         names = store.table_names()
         conn.rollback()
+    if names and (not exists or not index):
+        # Targets are computed and checked before the table is created: bad input writes nothing.
+        _plans(store, names, strategy, params, exists, targets, target_check)
+        conn.rollback()
     if not exists or not index:
         out["changed"] = True
         out["created_table"] = not exists

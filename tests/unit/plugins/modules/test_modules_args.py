@@ -54,8 +54,18 @@ def test_reset_rejects_non_integer_sequence(capsys, no_connect):
 
 
 def test_reset_strategy_choices_are_the_registered_ones(capsys, no_connect):
+    out = run(watermark_reset, {"tables": ["b"], "strategy": "bogus"}, capsys)
+    assert out["failed"] and "cold_tier, lookback, pair, safe_point, shift_by" in out["msg"]
+
+
+def test_reset_cold_tier_needs_the_cold_tier(capsys, no_connect):
     out = run(watermark_reset, {"tables": ["b"], "strategy": "cold_tier"}, capsys)
-    assert out["failed"] and "pair, safe_point, shift_by" in out["msg"]
+    assert out["failed"] and "iceberg_catalog_properties" in out["msg"]
+
+
+def test_reset_lookback_needs_tables_and_clickhouse(capsys, no_connect):
+    out = run(watermark_reset, {"strategy": "lookback"}, capsys)
+    assert out["failed"] and "tables" in out["msg"] and "clickhouse_url" in out["msg"]
 
 
 def test_info_refuses_non_positive_thresholds(capsys, no_connect):
