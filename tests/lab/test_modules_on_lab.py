@@ -67,3 +67,14 @@ def test_offload_source_info_sees_the_rows_a_silent_failure_leaves_behind(k2lab)
         assert after["rows"] > 0
     finally:
         faults.heal("silent-zero")
+
+
+def test_watermark_module_suite_against_the_lab_postgres(k2lab):
+    """Issue 3's integration tests, pointed at k2-prefect-db (each test in a schema of its own,
+    so the lab's offload_watermarks is not touched; the server-kill tests skip an external server)."""
+    _pytest(["tests/integration/test_watermark_info.py", "tests/integration/test_watermark_reset.py",
+             "tests/integration/test_watermark_cleanup.py", "tests/integration/test_watermark_hostile.py",
+             "tests/integration/test_watermark_concurrency.py"],
+            {"K2_TEST_PG_HOST": k2lab["pg_host"], "K2_TEST_PG_PORT": str(k2lab["pg_port"]),
+             "K2_TEST_PG_USER": k2lab["pg_user"], "K2_TEST_PG_PASSWORD": k2lab["pg_password"],
+             "K2_TEST_PG_DB": k2lab["pg_database"]})
