@@ -3,6 +3,7 @@ pyiceberg warehouse: cold_tier, lookback, and the refusal to move past the sourc
 import datetime
 import uuid
 
+import pyarrow as pa
 import pytest
 
 from tests.support.clickhouse_server import create_trades_table, insert_trades
@@ -34,9 +35,8 @@ def source(clickhouse):
         ts = start + datetime.timedelta(seconds=600 * k)
         if ts > utcnow():
             break
-        for _ in range(2):
-            seq += 1
-            rows.append((ts, seq))
+        rows.extend([(ts, seq + 1), (ts, seq + 2)])
+        seq += 2
     insert_trades(url, db, name, [(ts.strftime("%Y-%m-%d %H:%M:%S"), s, "BTCUSDT", "buy", 1.0, 1.0)
                                   for ts, s in rows], *auth)
     return {"name": name, "rows": rows, "clickhouse": clickhouse}
@@ -47,7 +47,6 @@ def cold_copy(warehouse, name, rows):
     table = warehouse.create(name)
     if rows:
         data = trades(rows[0][1], len(rows))
-        import pyarrow as pa
         data = data.set_column(0, "exchange_timestamp", pa.array([r[0] for r in rows], type=pa.timestamp("us")))
         warehouse.offload(table, data, source_table=name)
     return table

@@ -33,6 +33,17 @@ def ansible_env(extra=None):
     return env
 
 
+def _run_json(cmd, env, timeout):
+    """Run an ansible command with the JSON callback; (process, stdout text, parsed JSON or None)."""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=ansible_env(env), timeout=timeout, check=False)
+    out = proc.stdout.decode()
+    try:
+        return proc, out, json.loads(out[out.index("{"):])
+    except ValueError:
+        return proc, out, None
+
+
 def run_module(name, args=None, check=False, diff=False, env=None, timeout=300, host=None):
     """Run ``k2.iceberg_offload.<name>`` (or a full FQCN); return its result dict.
 
@@ -55,12 +66,8 @@ def run_module(name, args=None, check=False, diff=False, env=None, timeout=300, 
         cmd.append("--check")
     if diff:
         cmd.append("--diff")
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env=ansible_env(env), timeout=timeout, check=False)
-    out = proc.stdout.decode()
-    try:
-        data = json.loads(out[out.index("{"):])
-    except ValueError:
+    proc, out, data = _run_json(cmd, env, timeout)
+    if data is None:
         raise AssertionError("ansible printed no JSON (rc=%d):\n%s\n%s"
                              % (proc.returncode, out, proc.stderr.decode()))
     result = data["plays"][0]["tasks"][0]["hosts"][target]
@@ -79,11 +86,5 @@ def run_playbook(playbook, extra_vars=None, check=False, env=None, inventory="lo
         cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env=ansible_env(env), timeout=timeout, check=False)
-    out = proc.stdout.decode()
-    try:
-        data = json.loads(out[out.index("{"):])
-    except ValueError:
-        data = None
+    proc, out, data = _run_json(cmd, env, timeout)
     return proc.returncode, data, out + proc.stderr.decode()
