@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from . import REPO_DIR, faults, lab, log
+from . import REPO_DIR, faults, lab
 
 
 def banner(text):

@@ -11,7 +11,7 @@ import json
 import os
 
 from . import STATE_DIR, log
-from .lab import (CH, NETWORK, PG, SCHEDULER, SPARK, TABLES, dexec, docker, labtool, psql,
+from .lab import (NETWORK, PG, SCHEDULER, SPARK, TABLES, dexec, docker, labtool, psql,
                   run, settings, _wait)
 
 IDLE_SESSIONS_PIDFILE = "/tmp/k2-idle-sessions.pids"

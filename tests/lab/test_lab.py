@@ -95,7 +95,6 @@ def _count_or_none():
 
 def _recovers(k2lab):
     lab.wait_for_new_watermarks(cycles=1)
-    ages = lab.watermark_ages()
     wait_until("Prometheus age back under two cycles",
                lambda: all(a < 2 * k2lab["cycle_seconds"] + 5 for a in lab.watermark_ages().values()), 60)
 

@@ -13,7 +13,6 @@ import json
 import sys
 
 import numpy as np
-import pyarrow.compute as pc
 
 import k2common as k2
 
