@@ -101,7 +101,12 @@ def _xml_escape(text):
 class ClickHouseServer(object):
     """Start with ``start()``, stop with ``stop()``; ``url`` is the HTTP endpoint."""
 
-    def __init__(self, http_port=28123, tcp_port=29000, interserver_port=29009, root=None):
+    def __init__(self, http_port=None, tcp_port=None, interserver_port=None, root=None):
+        # K2_TEST_CH_PORT_OFFSET moves all three ports (parallel test runs on one machine).
+        offset = int(os.environ.get("K2_TEST_CH_PORT_OFFSET", "0"))
+        http_port = http_port or 28123 + offset
+        tcp_port = tcp_port or 29000 + offset
+        interserver_port = interserver_port or 29009 + offset
         self.http_port = http_port
         self.tcp_port = tcp_port
         self.interserver_port = interserver_port

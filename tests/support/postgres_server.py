@@ -20,7 +20,8 @@ import tempfile
 import time
 
 PG_BIN = os.environ.get("K2_PG_BIN", "/usr/lib/postgresql/15/bin")
-DEFAULT_PORT = 25432
+# K2_TEST_PG_OWN_PORT moves our throwaway cluster (parallel test runs on one machine).
+DEFAULT_PORT = int(os.environ.get("K2_TEST_PG_OWN_PORT", "25432"))
 SUPERUSER = "postgres"
 SUPERUSER_PASSWORD = "k2-test-secret"
 
