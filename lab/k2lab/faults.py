@@ -25,7 +25,10 @@ FAULTS = {
     "table-dropped": "Scenario 3: offload_watermarks dropped",
     "duplicate-burst": "Scenario 4: a burst of duplicate watermark rows",
     "regression": "Scenario 4: a watermark entry whose pair goes backward",
-    "silent-zero": "Scenario 5: the offload job writes 0 rows and reports success",
+    "silent-zero": "Scenario 5: the running scheduler's jobs write 0 rows and report success "
+                   "(a job started by hand, or by a restarted scheduler, works)",
+    "silent-zero-logic": "Scenario 5: the offload job itself writes 0 rows and reports success "
+                         "(a logic bug: the manual offload cannot help, escalate)",
 }
 
 
@@ -54,7 +57,7 @@ def inject(name, **kw):
 
 def heal(name=None):
     """Undo one fault, or (no name) every infrastructure fault."""
-    names = [name] if name else ["silent-zero", "pg-partition", "pg-connections", "pg-crashed",
+    names = [name] if name else ["silent-zero", "silent-zero-logic", "pg-partition", "pg-connections", "pg-crashed",
                                  "pg-stopped", "scheduler-stopped"]
     for n in names:
         globals()["_heal_" + n.replace("-", "_")]()
@@ -176,8 +179,23 @@ def _heal_regression():
 
 # 5 --------------------------------------------------------------------------------------
 def _inject_silent_zero():
-    dexec(SPARK, "bash", "-c", "mkdir -p /etc/k2/faults && touch /etc/k2/faults/silent_zero")
+    """The scheduler process now running is in a bad state (as with a stale connection to a
+    source replica): the jobs it starts read nothing. Its PID marks the fault, so a restart
+    (new PID) or the runbook's manual offload is not affected."""
+    pid = dexec(SPARK, "systemctl", "show", "-p", "MainPID", "--value", SCHEDULER).strip()
+    if not pid or pid == "0":
+        raise RuntimeError("the scheduler is not running; silent-zero needs a running scheduler")
+    dexec(SPARK, "bash", "-c", "mkdir -p /etc/k2/faults && echo %d > /etc/k2/faults/silent_zero_scheduler" % int(pid))
+    return int(pid)
 
 
 def _heal_silent_zero():
+    dexec(SPARK, "rm", "-f", "/etc/k2/faults/silent_zero_scheduler", check=False)
+
+
+def _inject_silent_zero_logic():
+    dexec(SPARK, "bash", "-c", "mkdir -p /etc/k2/faults && touch /etc/k2/faults/silent_zero")
+
+
+def _heal_silent_zero_logic():
     dexec(SPARK, "rm", "-f", "/etc/k2/faults/silent_zero", check=False)

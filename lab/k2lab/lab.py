@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -174,10 +175,15 @@ def wait_for_new_watermarks(tables=TABLES, cycles=1, timeout=None):
           timeout)
 
 
-def inventory():
-    """An Ansible inventory (YAML) for the running lab: the collection's modules run on
-    localhost against the published ports, and inside k2-spark-iceberg through the
-    community.docker.docker connection for the Iceberg warehouse and the scheduler."""
+def inventory(python=None):
+    """An Ansible inventory (YAML) for the running lab, in the shape of docs/inventory.md.
+
+    Groups: k2_db_docker (the Docker host of k2-prefect-db: this machine), k2_scheduler
+    (where iceberg-offload-scheduler runs) and k2_spark (where the offload job and the
+    Iceberg warehouse are), both k2-spark-iceberg through community.docker.docker.
+    PostgreSQL, ClickHouse and Prometheus are reached from localhost on the published
+    ports, and from the Spark container by their container names, as the scheduler does.
+    """
     s = settings()
     return """all:
   vars:
@@ -186,19 +192,42 @@ def inventory():
     k2_pg_user: {pg_user}
     k2_pg_password: {pg_password}
     k2_pg_database: {pg_database}
+    k2_pg_admin_user: postgres
+    k2_pg_admin_password: {pg_password}
     k2_clickhouse_url: {clickhouse_url}
     k2_prometheus_url: {prometheus_url}
     k2_cycle_seconds: {cycle_seconds}
+    k2_pg_container: {pg}
+    k2_docker_network: {network}
+    k2_spark_pg_host: {pg}
+    k2_spark_pg_port: 5432
+    k2_spark_clickhouse_url: http://{ch}:8123/
+    k2_iceberg_catalog: k2
+    k2_iceberg_catalog_properties:
+      type: sql
+      uri: sqlite:////home/iceberg/warehouse/catalog.db
+      warehouse: file:///home/iceberg/warehouse
+    k2_offload_python: {py}
+    k2_offload_script: {offload_dir}/offload_generic.py
   hosts:
     localhost:
       ansible_connection: local
+      ansible_python_interpreter: {local_py}
   children:
+    k2_db_docker:
+      hosts:
+        localhost:
+    k2_scheduler:
+      hosts:
+        {spark}:
     k2_spark:
       hosts:
         {spark}:
           ansible_connection: community.docker.docker
           ansible_python_interpreter: {py}
-""".format(spark=SPARK, py=OFFLOAD_PY, **s)
+          ansible_pipelining: true
+""".format(spark=SPARK, py=OFFLOAD_PY, pg=PG, ch=CH, offload_dir=OFFLOAD_DIR,
+           local_py=python or sys.executable, **s)
 
 
 # --- bring-up / tear-down -------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import json
 import socket
 
@@ -509,3 +510,59 @@ class WatermarkStore(object):
 def is_connection_error(exc):
     return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) and \
         not isinstance(exc, psycopg2.errors.LockNotAvailable)
+
+
+# -- sessions (runbook Scenario 2b) ---------------------------------------------------------------
+# Module-level: these run on any connection (usually a superuser's, through a reserved slot),
+# not on a watermark table.
+
+def _naive_utc(value):
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def connection_slots(conn):
+    """max_connections, superuser_reserved_connections and the client backends now connected."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('max_connections')::int,"
+                    " current_setting('superuser_reserved_connections')::int,"
+                    " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+                    " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+                    " OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')")
+        row = cur.fetchone()
+    return {"max_connections": row[0], "superuser_reserved_connections": row[1], "client_connections": row[2],
+            "available_to_normal_roles": row[0] - row[1] - row[2], "can_terminate_backends": bool(row[3])}
+
+
+def idle_sessions(conn, database, older_than_seconds, users=None, states=("idle",)):
+    """Client sessions of ``database`` whose state (one of ``states``) has not changed for
+    ``older_than_seconds``; never this session."""
+    query = ("SELECT pid, usename, application_name, client_addr::text, state, state_change,"
+             " extract(epoch FROM now() - state_change)::float8, left(query, 200)"
+             " FROM pg_stat_activity"
+             " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND datname = %s"
+             " AND state = ANY(%s) AND state_change < now() - make_interval(secs => %s)")
+    params = [database, list(states), older_than_seconds]
+    if users:
+        query += " AND usename = ANY(%s)"
+        params.append(list(users))
+    query += " ORDER BY state_change LIMIT 10000"
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        rows = cur.fetchall()
+    return [{"pid": r[0], "user": r[1], "application_name": r[2], "client_addr": r[3], "state": r[4],
+             "state_change": format_timestamp(_naive_utc(r[5])),
+             "idle_seconds": round(r[6], 1) if r[6] is not None else None, "last_query": r[7]} for r in rows]
+
+
+def terminate_sessions(conn, pids, older_than_seconds, states=("idle",)):
+    """pg_terminate_backend() each pid that is still in one of ``states`` since before the cut-off
+    (a session that became busy meanwhile is left alone); returns the pids terminated."""
+    if not pids:
+        return []
+    with conn.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND state = ANY(%s)"
+                    " AND state_change < now() - make_interval(secs => %s) AND pg_terminate_backend(pid)",
+                    (list(pids), list(states), older_than_seconds))
+        return sorted(r[0] for r in cur.fetchall())

@@ -57,6 +57,20 @@ def fault_active(name):
     return os.path.exists(os.path.join(FAULT_DIR, name))
 
 
+def scheduler_fault_active(name):
+    """A fault of one scheduler process: the file holds that process' PID, which the
+    scheduler passes to its jobs as K2_SCHEDULER_PID. A restarted scheduler (new PID)
+    and a job started by hand are not affected."""
+    pid = os.environ.get("K2_SCHEDULER_PID")
+    if not pid:
+        return False
+    try:
+        with open(os.path.join(FAULT_DIR, name)) as fh:
+            return fh.read().strip() == pid
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def table_lock(table):
     """Held by an offload across 'append to Iceberg' + 'insert watermark', and by

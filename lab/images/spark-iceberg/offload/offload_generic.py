@@ -37,8 +37,9 @@ def main(argv=None):
     table = k2.check_identifier(args.source_table)
     started = time.time()
 
-    if k2.fault_active("silent_zero"):
-        # Fault 5: the job does nothing and still reports success.
+    if k2.fault_active("silent_zero") or k2.scheduler_fault_active("silent_zero_scheduler"):
+        # Fault 5: the job does nothing and still reports success (silent_zero: a bug in the
+        # job itself; silent_zero_scheduler: only the jobs one scheduler process starts).
         log("Offload completed: 0 rows (%s -> %s, layer %s)" % (table, args.target_table, args.layer))
         return 0
 

@@ -37,7 +37,8 @@ def main():
                  "--source-table", t, "--target-table", "cold." + t,
                  "--timestamp-col", "exchange_timestamp", "--sequence-col", "sequence_number",
                  "--layer", "bronze"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=max(60, cfg["cycle_seconds"] * 4))
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=max(60, cfg["cycle_seconds"] * 4),
+                env=dict(os.environ, K2_SCHEDULER_PID=str(os.getpid())))
             for line in proc.stdout.decode(errors="replace").splitlines():
                 logf.write(line + "\n")
             if proc.returncode != 0:

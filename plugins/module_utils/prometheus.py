@@ -1,0 +1,130 @@
+# -*- coding: utf-8 -*-
+# Copyright: K2 Platform Engineering
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Prometheus' HTTP API, read the way runbook Diagnosis step 1 reads it.
+
+Private to this collection. ``watermark_facts`` never raises for an unreachable or
+misbehaving Prometheus: a diagnosis goes on without it, and says so.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import re
+
+from ansible.module_utils.six.moves.urllib.parse import urlencode, urlsplit, urlunsplit
+from ansible.module_utils.urls import open_url
+
+_METRIC_RE = re.compile(r"\A[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_RE = re.compile(r"\A[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+class PrometheusError(Exception):
+    pass
+
+
+def redact_url(url):
+    """The URL without user information (a password in it is never printed)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL)"
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += ":%d" % parts.port
+        parts = parts._replace(netloc="***@" + host)
+    return urlunsplit(parts)
+
+
+def check_names(metric, label, alert_name):
+    if not _METRIC_RE.match(metric or ""):
+        raise PrometheusError("metric %r is not a Prometheus metric name" % (metric,))
+    if not _LABEL_RE.match(label or ""):
+        raise PrometheusError("table_label %r is not a Prometheus label name" % (label,))
+    if not alert_name or any(c in alert_name for c in "\"'{}\\\n"):
+        raise PrometheusError("alert_name %r is not a plain alert name" % (alert_name,))
+
+
+class PrometheusClient(object):
+    def __init__(self, url, timeout=5, validate_certs=True, token=None, ca_path=None):
+        if not url or not url.startswith(("http://", "https://")):
+            raise PrometheusError("prometheus_url must be an http:// or https:// URL, got %r"
+                                  % (redact_url(url or ""),))
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.validate_certs = validate_certs
+        self.headers = {"Authorization": "Bearer %s" % token} if token else {}
+        self.ca_path = ca_path
+
+    def get(self, path, params=None):
+        url = self.url + path + ("?" + urlencode(params) if params else "")
+        try:
+            resp = open_url(url, headers=self.headers, timeout=self.timeout,
+                            validate_certs=self.validate_certs, ca_path=self.ca_path)
+            body = resp.read()
+        except Exception as e:  # HTTPError, URLError, socket errors, SSL errors
+            text = getattr(e, "reason", None) or e
+            raise PrometheusError("Prometheus at %s did not answer %s: %s"
+                                  % (redact_url(self.url), path, str(text)[:300]))
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise PrometheusError("Prometheus at %s answered %s with something that is not JSON"
+                                  % (redact_url(self.url), path))
+        if data.get("status") != "success":
+            raise PrometheusError("Prometheus at %s: %s: %s" % (
+                redact_url(self.url), data.get("errorType"), data.get("error")))
+        return data.get("data")
+
+    def query(self, expr):
+        data = self.get("/api/v1/query", {"query": expr})
+        return data.get("result", []) if isinstance(data, dict) else []
+
+    def alerts(self):
+        data = self.get("/api/v1/alerts")
+        return data.get("alerts", []) if isinstance(data, dict) else []
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def watermark_facts(client, metric="watermark_timestamp_seconds", table_label="table",
+                    alert_name="IcebergOffloadWatermarkStale", tables=None):
+    """Per-table watermark age (``time() - metric``) and the alert's state; never raises."""
+    out = {"reachable": False, "error": None, "ages": {}, "alerts": [], "firing_tables": [],
+           "pending_tables": [], "alert_active_since": None, "missing_tables": []}
+    try:
+        series = client.query("time() - %s" % metric)
+        alerts = client.alerts()
+    except PrometheusError as e:
+        out["error"] = str(e)
+        return out
+    out["reachable"] = True
+    for s in series:
+        name = (s.get("metric") or {}).get(table_label)
+        value = s.get("value") or [None, None]
+        if name is not None:
+            out["ages"][name] = _float(value[1])
+    for a in alerts:
+        labels = a.get("labels") or {}
+        if labels.get("alertname") != alert_name:
+            continue
+        item = {"table": labels.get(table_label), "state": a.get("state"), "active_at": a.get("activeAt"),
+                "value": _float(a.get("value")), "labels": labels}
+        out["alerts"].append(item)
+        if item["state"] == "firing":
+            out["firing_tables"].append(item["table"])
+            if item["active_at"] and (out["alert_active_since"] is None or item["active_at"] < out["alert_active_since"]):
+                out["alert_active_since"] = item["active_at"]
+        elif item["state"] == "pending":
+            out["pending_tables"].append(item["table"])
+    if tables:
+        out["missing_tables"] = [t for t in tables if t not in out["ages"]]
+    return out

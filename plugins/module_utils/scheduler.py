@@ -1,0 +1,279 @@
+# -*- coding: utf-8 -*-
+# Copyright: K2 Platform Engineering
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The offload scheduler as the runbook reads it: its systemd unit and its log.
+
+Private to this collection. Pure Python (no server): ``parse_systemctl_show`` reads the
+output of ``systemctl show --timestamp=unix``; ``read_tail`` reads the end of a log file
+in bounded memory and time; ``parse_log`` turns log lines into the facts of runbook
+Diagnosis step 3 and Scenarios 1 and 5.
+
+The log format is the scheduler's (``/tmp/iceberg-offload-scheduler.log``)::
+
+    2026-02-12 10:15:00 CYCLE 7 START
+    2026-02-12 10:15:02 Offload completed: 812 rows (bronze_trades_binance -> cold.bronze_trades_binance, ...)
+    2026-02-12 10:15:02 ERROR watermark: cannot connect to PostgreSQL: ... too many clients already
+    2026-02-12 10:15:03 CYCLE 7 table=bronze_trades_kraken FAILED rc=3
+    2026-02-12 10:15:03 CYCLE 7 END tables=2 failed=1 duration=3.1s
+    2026-02-12 10:16:00 scheduler stopped
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import os
+import re
+
+UNIT_PROPERTIES = (
+    "LoadState", "ActiveState", "SubState", "UnitFileState", "Result", "MainPID", "NRestarts",
+    "ExecMainStatus", "ExecMainCode", "ActiveEnterTimestamp", "InactiveEnterTimestamp",
+    "StateChangeTimestamp", "ExecMainStartTimestamp", "ExecMainExitTimestamp",
+)
+
+# si_code of the main process' end, as systemd reports it in ExecMainCode.
+_EXIT_CODES = {"0": None, "1": "exited", "2": "killed", "3": "dumped"}
+
+_TS_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:[.,]\d+)?\s+(.*)$")
+_CYCLE_RE = re.compile(r"^CYCLE (\d+) (START|END)\b(.*)$")
+_CYCLE_FAILED_RE = re.compile(r"^CYCLE (\d+) table=(\S+) FAILED rc=(-?\d+)")
+_COMPLETED_RE = re.compile(r"Offload completed: (\d+) rows? \((\S+)")
+_END_DETAIL_RE = re.compile(r"failed=(\d+)(?: duration=([\d.]+)s)?")
+_NO_WATERMARK_RE = re.compile(r"no watermark for (\S+)")
+
+# Kinds of error lines, first match wins. Each says which runbook scenario it points at.
+ERROR_KINDS = (
+    ("too_many_clients", re.compile(r"too many clients|remaining connection slots are reserved", re.I)),
+    ("unknown_host", re.compile(r"could not translate host name|Name or service not known|"
+                                r"Temporary failure in name resolution|nodename nor servname", re.I)),
+    ("connection_refused", re.compile(r"Connection refused", re.I)),
+    ("connection_timeout", re.compile(r"timeout expired|timed out|No route to host", re.I)),
+    ("authentication", re.compile(r"password authentication failed|no password supplied", re.I)),
+    ("missing_relation", re.compile(r'relation "[^"]+" does not exist', re.I)),
+    ("no_watermark", re.compile(r"no watermark for", re.I)),
+    ("clickhouse", re.compile(r"ERROR reading ClickHouse", re.I)),
+    ("watermark", re.compile(r"ERROR watermark", re.I)),
+    ("error", re.compile(r"\bERROR\b|Traceback", re.I)),
+)
+
+
+def parse_systemctl_show(text):
+    """Facts of a unit from ``systemctl show --timestamp=unix -p ...`` output (KEY=VALUE lines)."""
+    raw = {}
+    for line in (text or "").splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            raw[key.strip()] = value.strip()
+    code = _EXIT_CODES.get(raw.get("ExecMainCode", ""), raw.get("ExecMainCode") or None)
+    status = _int(raw.get("ExecMainStatus"))
+    return {
+        "load_state": raw.get("LoadState") or None,
+        "active_state": raw.get("ActiveState") or None,
+        "sub_state": raw.get("SubState") or None,
+        "unit_file_state": raw.get("UnitFileState") or None,
+        "result": raw.get("Result") or None,
+        "main_pid": _int(raw.get("MainPID")) or None,
+        "restarts": _int(raw.get("NRestarts")),
+        "exists": raw.get("LoadState") not in (None, "", "not-found"),
+        "active": raw.get("ActiveState") in ("active", "reloading", "activating"),
+        "since": _unix_ts(raw.get("StateChangeTimestamp")),
+        "active_since": _unix_ts(raw.get("ActiveEnterTimestamp")),
+        "inactive_since": _unix_ts(raw.get("InactiveEnterTimestamp")),
+        "last_exit": None if not raw.get("ExecMainExitTimestamp") else {
+            "at": _unix_ts(raw.get("ExecMainExitTimestamp")),
+            "code": code,
+            "status": status,
+            "signal": status if code in ("killed", "dumped") else None,
+        },
+    }
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _unix_ts(value):
+    """``@1770891300`` (systemctl --timestamp=unix) -> ISO text in UTC; anything else as given."""
+    if not value or value in ("n/a", "0"):
+        return None
+    if value.startswith("@"):
+        try:
+            return datetime.datetime.fromtimestamp(
+                int(value[1:]), datetime.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+        except (ValueError, OverflowError, OSError):
+            return value
+    return value
+
+
+def read_tail(path, max_bytes, rotated_suffix=".1"):
+    """The last lines of ``path`` within ``max_bytes`` (and, when the file holds less than that,
+    the end of its rotated predecessor first). Never raises for a missing or unreadable file.
+
+    Returns ``(lines, info)``; ``info`` says whether the log exists, its size and age, whether a
+    rotated file was read, whether the start was cut, and any error.
+    """
+    info = {"path": path, "exists": False, "size": None, "modified": None, "rotated_read": None,
+            "truncated": False, "error": None}
+    lines = []
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        info["error"] = "%s: %s" % (path, e.strerror or e)
+        st = None
+    budget = max_bytes
+    if st is not None:
+        info.update(exists=True, size=st.st_size,
+                    modified=datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
+                    .replace(tzinfo=None).isoformat(sep=" "))
+        try:
+            chunk, cut = _read_end(path, st.st_size, budget)
+            lines = chunk
+            info["truncated"] = cut
+            budget -= min(st.st_size, budget)
+        except (IOError, OSError) as e:
+            info["error"] = "%s: %s" % (path, e.strerror or e)
+    if budget > 0 and rotated_suffix:
+        old = path + rotated_suffix
+        try:
+            ost = os.stat(old)
+            chunk, cut = _read_end(old, ost.st_size, budget)
+            lines = chunk + lines
+            info["rotated_read"] = old
+            info["truncated"] = cut
+        except (IOError, OSError):
+            pass
+    return lines, info
+
+
+def _read_end(path, size, budget):
+    with open(path, "rb") as f:
+        start = max(0, size - budget)
+        f.seek(start)
+        data = f.read(budget)
+    text = data.decode("utf-8", "replace")
+    lines = text.splitlines()
+    if start > 0 and lines:
+        lines = lines[1:]  # the first line was cut by the seek
+    return lines, start > 0
+
+
+def classify_error(message):
+    for kind, pattern in ERROR_KINDS:
+        if pattern.search(message):
+            return kind
+    return None
+
+
+def _split(line):
+    m = _TS_RE.match(line)
+    if not m:
+        return None, line.strip()
+    return m.group(1).replace("T", " "), m.group(2).strip()
+
+
+def parse_log(lines, tables=None, max_errors=10):
+    """Facts of the scheduler's log lines (oldest first).
+
+    ``tables``: the source tables to report on (default: every table seen).
+    Per table: the last ``Offload completed`` (rows, time, line), how many completions in a
+    row at the end were 0 rows (``consecutive_zero_rows``), the last failure and the last error
+    attributed to it. Overall: the last cycle (start, end, failed, duration), whether a cycle is
+    running, the last ``scheduler started`` / ``stopped`` lines, and the last errors by kind.
+    """
+    per_table = {}
+    errors = []
+    pending = []        # errors of the job whose FAILED line has not come yet
+    last_cycle = None
+    cycles_seen = 0
+    started = stopped = None
+    last_time = None
+
+    def table(name):
+        return per_table.setdefault(name, {
+            "last_completed": None, "consecutive_zero_rows": 0, "completed_seen": 0,
+            "last_nonzero": None, "last_failure": None, "last_error": None})
+
+    for line in lines:
+        when, msg = _split(line)
+        if when:
+            last_time = when
+        m = _CYCLE_RE.match(msg)
+        if m:
+            number, what = int(m.group(1)), m.group(2)
+            if what == "START":
+                cycles_seen += 1
+                last_cycle = {"number": number, "started": when, "ended": None, "failed": None,
+                              "duration_seconds": None}
+                pending = []
+            elif last_cycle is not None and last_cycle["number"] == number:
+                d = _END_DETAIL_RE.search(m.group(3))
+                last_cycle.update(ended=when, failed=int(d.group(1)) if d else None,
+                                  duration_seconds=float(d.group(2)) if d and d.group(2) else None)
+            else:
+                d = _END_DETAIL_RE.search(m.group(3))
+                last_cycle = {"number": number, "started": None, "ended": when,
+                              "failed": int(d.group(1)) if d else None, "duration_seconds": None}
+            continue
+        m = _CYCLE_FAILED_RE.match(msg)
+        if m:
+            t = table(m.group(2))
+            err = pending[-1] if pending else None
+            t["last_failure"] = {"time": when, "cycle": int(m.group(1)), "rc": int(m.group(3)),
+                                 "error_kind": err["kind"] if err else None,
+                                 "error": err["line"] if err else None}
+            if err:
+                t["last_error"] = err
+            pending = []
+            continue
+        m = _COMPLETED_RE.search(msg)
+        if m:
+            rows, name = int(m.group(1)), m.group(2)
+            t = table(name)
+            t["completed_seen"] += 1
+            t["last_completed"] = {"time": when, "rows": rows, "line": line.strip()}
+            if rows == 0:
+                t["consecutive_zero_rows"] += 1
+            else:
+                t["consecutive_zero_rows"] = 0
+                t["last_nonzero"] = {"time": when, "rows": rows}
+            pending = []
+            continue
+        if msg.startswith("scheduler started"):
+            started = {"time": when, "line": line.strip()}
+            continue
+        if msg.startswith("scheduler stopped"):
+            stopped = {"time": when, "line": line.strip()}
+            continue
+        kind = classify_error(msg)
+        if kind:
+            err = {"time": when, "kind": kind, "line": line.strip()[:500]}
+            m = _NO_WATERMARK_RE.search(msg)
+            if m:
+                table(m.group(1))["last_error"] = err
+            errors.append(err)
+            pending.append(err)
+
+    names = list(tables) if tables else sorted(per_table)
+    result_tables = {}
+    for name in names:
+        result_tables[name] = per_table.get(name) or table(name)
+    running = bool(last_cycle and last_cycle.get("started") and not last_cycle.get("ended"))
+    by_kind = {}
+    for err in errors:
+        by_kind[err["kind"]] = err
+    return {
+        "lines_read": len(lines),
+        "last_line_time": last_time,
+        "cycles_seen": cycles_seen,
+        "last_cycle": last_cycle,
+        "cycle_running": running,
+        "last_started": started,
+        "last_stopped": stopped,
+        "tables": result_tables,
+        "errors": errors[-max_errors:],
+        "last_error_by_kind": by_kind,
+    }
