@@ -11,7 +11,7 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.diagnosis import (
-    PlanError, classify, plan)
+    PlanError, classify, corruption, manual_offload, plan, silent_offloads)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import parse_log
 
 
@@ -42,4 +42,7 @@ class FilterModule(object):
             "diagnose": diagnose,
             "recovery_plan": recovery_plan,
             "offload_output": offload_output,
+            "corruption": corruption,
+            "silent_offloads": silent_offloads,
+            "manual_offload": manual_offload,
         }

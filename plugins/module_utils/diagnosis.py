@@ -449,3 +449,81 @@ def plan(diagnosis, requested=None):
     asked = parse_scenarios(requested)
     chosen = asked or list((diagnosis or {}).get("scenario_numbers") or [])
     return [n for n in SAFE_ORDER if n in chosen]
+
+
+# -- the decisions inside a scenario ------------------------------------------------------------------
+def corruption(watermarks, cold=None):
+    """Scenario 4's work list from a watermark_info result and {table: iceberg_table_info result}:
+    which tables' watermark lies behind the cold tier (``ahead``: a reset forward to the cold
+    tier), have duplicate entries, regressed entries, future-dated entries, and duplicated cold
+    rows (``cold_duplicates``: {table: rows})."""
+    out = {"ahead": [], "duplicate_entries": [], "regressed": [], "future": [], "cold_duplicates": {}}
+    for t in (watermarks or {}).get("tables") or []:
+        name = t.get("table_name")
+        if t.get("duplicate_pairs") or t.get("duplicate_bursts"):
+            out["duplicate_entries"].append(name)
+        if t.get("regression_count"):
+            out["regressed"].append(name)
+        if t.get("future_entries"):
+            out["future"].append(name)
+    for name, c in sorted((cold or {}).items()):
+        c = _ok(c, "row_count")
+        if c is None:
+            continue
+        if (c.get("past_watermark") or {}).get("rows"):
+            out["ahead"].append(name)
+        rows = (c.get("duplicates") or {}).get("duplicate_rows")
+        if rows:
+            out["cold_duplicates"][name] = rows
+    out["any"] = bool(out["ahead"] or out["duplicate_entries"] or out["regressed"] or out["cold_duplicates"])
+    return out
+
+
+def silent_offloads(scheduler, source, min_cycles=2):
+    """Scenario 5: {table: evidence} for the tables whose last ``min_cycles`` (or more) offloads
+    wrote 0 rows while the source holds rows past their watermark."""
+    sched = _ok(scheduler, "log")
+    src = _ok(source, "tables")
+    out = {}
+    if sched is None or src is None:
+        return out
+    for name, t in sorted(((sched.get("log") or {}).get("tables") or {}).items()):
+        zero = t.get("consecutive_zero_rows") or 0
+        after = (src.get("tables") or {}).get(name, {}).get("after_watermark") or {}
+        if zero >= int(min_cycles) and after.get("rows"):
+            out[name] = {"zero_row_offloads": zero, "last_completed": t.get("last_completed"),
+                         "rows_waiting": after["rows"], "watermark": after.get("watermark"),
+                         "source_max_pair": after.get("max_pair")}
+    return out
+
+
+def manual_offload(results, before=None, after=None):
+    """Scenario 5's verdict on the runbook's manual offload, from the command results (a loop over
+    tables: each has ``item`` and ``stdout``) and watermark_info before/after. A table works when
+    its run reported rows and its watermark advanced; ``escalate`` lists the tables whose manual run
+    wrote nothing although rows were waiting."""
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import parse_log
+
+    def latest(info):
+        return dict((t.get("table_name"), t.get("latest")) for t in ((info or {}).get("tables") or []))
+
+    lb, la = latest(before), latest(after)
+    tables, works, escalate = {}, [], []
+    for r in results or []:
+        name = r.get("item")
+        text = r.get("stdout") or ""
+        parsed = parse_log(text.splitlines(), tables=[name])["tables"][name]
+        done = parsed.get("last_completed") or {}
+        moved = bool(la.get(name) and (lb.get(name) is None or _pair_key(la[name]) > _pair_key(lb[name])))
+        ok = bool(done.get("rows")) and moved and not r.get("rc")
+        tables[name] = {"rows": done.get("rows"), "line": done.get("line"), "rc": r.get("rc"),
+                        "watermark_before": lb.get(name), "watermark_after": la.get(name), "advanced": moved,
+                        "error": (parsed.get("last_error") or {}).get("line") or (r.get("stderr") or "")[-300:] or None,
+                        "works": ok}
+        (works if ok else escalate).append(name)
+    return {"tables": tables, "works": works, "escalate": escalate}
+
+
+def _pair_key(entry):
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import make_watermark
+    return make_watermark(entry.get("max_timestamp"), entry.get("sequence_number") or 0)
