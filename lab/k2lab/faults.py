@@ -142,9 +142,19 @@ def _heal_table_dropped():
 
 
 # 4 --------------------------------------------------------------------------------------
+def _psql_under_offload_lock(table, sql):
+    """Run SQL from the Spark container while holding the table's offload lock, so no offload
+    of that table is between its Iceberg append and its watermark insert meanwhile."""
+    return run(["docker", "exec", "-e", "PGPASSWORD=" + settings()["pg_password"], SPARK, "flock",
+                "/run/k2-offload/%s.lock" % table, "psql", "-h", PG, "-U", "prefect", "-d", "prefect", "-q", "-At",
+                "-v", "ON_ERROR_STOP=1", "-c", sql], capture=True)
+
+
 def _inject_duplicate_burst(count=30, table=TABLES[0]):
-    """The latest entry written ``count`` more times, as a retrying writer would."""
-    ids = psql(
+    """The latest entry written ``count`` more times, as a retrying writer would (right after
+    its own entry: taken under the offload's lock, so no newer entry comes in between)."""
+    ids = _psql_under_offload_lock(
+        table,
         "INSERT INTO offload_watermarks (table_name, max_timestamp, sequence_number) "
         "SELECT table_name, max_timestamp, sequence_number FROM "
         "(SELECT * FROM offload_watermarks WHERE table_name = '%s' ORDER BY created_at DESC, id DESC LIMIT 1) w, "
@@ -161,7 +171,8 @@ def _heal_duplicate_burst():
 
 def _inject_regression(table=TABLES[0], back_seconds=7200):
     """A new latest entry whose pair is two hours behind the one before it."""
-    wid = psql(
+    wid = _psql_under_offload_lock(
+        table,
         "INSERT INTO offload_watermarks (table_name, max_timestamp, sequence_number) "
         "SELECT table_name, max_timestamp - make_interval(secs => %d), GREATEST(sequence_number - %d, 0) FROM "
         "(SELECT * FROM offload_watermarks WHERE table_name = '%s' ORDER BY created_at DESC, id DESC LIMIT 1) w "

@@ -213,6 +213,7 @@ def inventory(python=None):
     localhost:
       ansible_connection: local
       ansible_python_interpreter: {local_py}
+      ansible_pipelining: true
   children:
     k2_db_docker:
       hosts:

@@ -214,11 +214,21 @@ class _Diagnosis(object):
         sched = _ok(self.facts.get("scheduler"), "log")
         if sched:
             last = ((sched.get("log") or {}).get("last_error_by_kind") or {}).get("too_many_clients")
-            if last and self._recent_log_time(sched, last.get("time")):
+            if last and self._recent_log_time(sched, last.get("time")) and \
+                    not self._offloaded_since(sched, last.get("time")):
                 self.add("db-connections", "the scheduler's log at %s: %s" % (last.get("time"), last.get("line")))
 
     def _db_case(self):
         return any(c.startswith("db-") for c in self.cases)
+
+    @staticmethod
+    def _offloaded_since(sched, when):
+        """Some offload completed after the log line at ``when``: the error is over."""
+        for t in ((sched.get("log") or {}).get("tables") or {}).values():
+            done = (t.get("last_completed") or {}).get("time")
+            if done and when and done > when:
+                return True
+        return False
 
     def _recent_log_time(self, sched, when):
         """A log line from the last two cycles (the log's own clock)."""
@@ -238,10 +248,11 @@ class _Diagnosis(object):
         raw = self.facts.get("watermarks")
         wm = _ok(raw, "table_exists")
         if wm is None:
-            why = _why_missing("watermark table", raw)
             if self._db_case():
-                why += " (expected while the database is unreachable; recover looks again after Scenario 2)"
-            self.missing.append(why)
+                self.missing.append("watermark table: not readable while the database is unreachable (recover "
+                                    "looks again after Scenario 2)")
+            else:
+                self.missing.append(_why_missing("watermark table", raw))
             return None
         if not wm.get("table_exists", True):
             self.add("table-missing", "%s does not exist in the database (\\dt finds nothing)"
@@ -295,11 +306,19 @@ class _Diagnosis(object):
                 self.add("cold-duplicates", "cold tier of %s holds %d duplicated row(s) over %d key(s) (e.g. %s)" % (
                     name, d["duplicate_rows"], d.get("duplicated_keys", 0),
                     ", ".join(str(s.get("key")) for s in (d.get("sample") or [])[:3])), tables=[name])
-            past = c.get("past_watermark") or {}
-            if past.get("rows"):
-                self.add("cold-ahead", "cold tier of %s holds %d row(s) past the latest watermark (up to %s): the "
-                         "scheduler would offload them again" % (name, past["rows"], past.get("max_pair")),
-                         tables=[name])
+            after = self._latest_pairs("watermarks_after_cold").get(name)
+            cold_max = c.get("max_pair")
+            if after is not None and cold_max and _pair_key(cold_max) > after:
+                self.add("cold-ahead", "cold tier of %s holds rows up to %s, past the watermark %s read after it: the "
+                         "scheduler would offload them again" % (name, _fmt_pair(cold_max), after), tables=[name])
+
+    def _latest_pairs(self, key):
+        info = _ok(self.facts.get(key), "table_exists")
+        out = {}
+        for t in (info or {}).get("tables") or []:
+            if t.get("latest"):
+                out[t.get("table_name")] = _pair_key(t["latest"])
+        return out
 
     def scheduler(self, wm):
         raw = self.facts.get("scheduler")
@@ -456,10 +475,17 @@ def corruption(watermarks, cold=None):
     """Scenario 4's work list from a watermark_info result and {table: iceberg_table_info result}:
     which tables' watermark lies behind the cold tier (``ahead``: a reset forward to the cold
     tier), have duplicate entries, regressed entries, future-dated entries, and duplicated cold
-    rows (``cold_duplicates``: {table: rows})."""
+    rows (``cold_duplicates``: {table: rows}).
+
+    ``watermarks`` must be read after ``cold``: the offload appends to Iceberg before it writes
+    the watermark, so a cold tier read after the watermark can be ahead of it for a moment
+    without anything being wrong."""
     out = {"ahead": [], "duplicate_entries": [], "regressed": [], "future": [], "cold_duplicates": {}}
+    latest_pairs = {}
     for t in (watermarks or {}).get("tables") or []:
         name = t.get("table_name")
+        if t.get("latest"):
+            latest_pairs[name] = _pair_key(t["latest"])
         if t.get("duplicate_pairs") or t.get("duplicate_bursts"):
             out["duplicate_entries"].append(name)
         if t.get("regression_count"):
@@ -470,7 +496,8 @@ def corruption(watermarks, cold=None):
         c = _ok(c, "row_count")
         if c is None:
             continue
-        if (c.get("past_watermark") or {}).get("rows"):
+        latest = latest_pairs.get(name)
+        if latest is not None and c.get("max_pair") and _pair_key(c["max_pair"]) > latest:
             out["ahead"].append(name)
         rows = (c.get("duplicates") or {}).get("duplicate_rows")
         if rows:
@@ -497,31 +524,43 @@ def silent_offloads(scheduler, source, min_cycles=2):
     return out
 
 
-def manual_offload(results, before=None, after=None):
+def manual_offload(results, before=None, after=None, cold=None):
     """Scenario 5's verdict on the runbook's manual offload, from the command results (a loop over
-    tables: each has ``item`` and ``stdout``) and watermark_info before/after. A table works when
-    its run reported rows and its watermark advanced; ``escalate`` lists the tables whose manual run
-    wrote nothing although rows were waiting."""
+    tables: each has ``item`` and ``stdout``), watermark_info before and after, and per table an
+    iceberg_table_info result whose ``past_watermark`` is counted from the watermark before.
+
+    A table ``works`` when its run reported rows and its watermark advanced. It is in ``twice``
+    when the cold tier past the old watermark holds more rows than the run wrote (some went in
+    twice), and in ``escalate`` when the run wrote nothing although rows were waiting."""
     from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import parse_log
 
     def latest(info):
         return dict((t.get("table_name"), t.get("latest")) for t in ((info or {}).get("tables") or []))
 
     lb, la = latest(before), latest(after)
-    tables, works, escalate = {}, [], []
+    tables, works, escalate, twice = {}, [], [], []
     for r in results or []:
         name = r.get("item")
         text = r.get("stdout") or ""
         parsed = parse_log(text.splitlines(), tables=[name])["tables"][name]
         done = parsed.get("last_completed") or {}
         moved = bool(la.get(name) and (lb.get(name) is None or _pair_key(la[name]) > _pair_key(lb[name])))
-        ok = bool(done.get("rows")) and moved and not r.get("rc")
-        tables[name] = {"rows": done.get("rows"), "line": done.get("line"), "rc": r.get("rc"),
+        rows = done.get("rows")
+        past = ((_ok((cold or {}).get(name), "row_count") or {}).get("past_watermark") or {}).get("rows")
+        ok = bool(rows) and moved and not r.get("rc")
+        tables[name] = {"rows": rows, "line": done.get("line"), "rc": r.get("rc"),
                         "watermark_before": lb.get(name), "watermark_after": la.get(name), "advanced": moved,
+                        "cold_rows_past_old_watermark": past,
                         "error": (parsed.get("last_error") or {}).get("line") or (r.get("stderr") or "")[-300:] or None,
                         "works": ok}
         (works if ok else escalate).append(name)
-    return {"tables": tables, "works": works, "escalate": escalate}
+        if past is not None and rows is not None and past > rows:
+            twice.append(name)
+    return {"tables": tables, "works": works, "escalate": escalate, "twice": twice}
+
+
+def _fmt_pair(entry):
+    return "(%s, %s)" % (entry.get("max_timestamp"), entry.get("sequence_number"))
 
 
 def _pair_key(entry):
