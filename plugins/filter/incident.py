@@ -11,7 +11,7 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.diagnosis import (
-    PlanError, classify, corruption, manual_offload, plan, silent_offloads)
+    PlanError, classify, corruption, manual_offload, plan, reconcile, silent_offloads)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import parse_log
 
 
@@ -45,4 +45,5 @@ class FilterModule(object):
             "corruption": corruption,
             "silent_offloads": silent_offloads,
             "manual_offload": manual_offload,
+            "reconcile": reconcile,
         }

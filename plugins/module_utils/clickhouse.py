@@ -268,6 +268,12 @@ def after_watermark_sql(database, table, ts_col, seq_col, watermark):
                after_pair_condition(ts_col, seq_col, watermark)))
 
 
+def upto_watermark_sql(database, table, ts_col, seq_col, watermark):
+    """Rows at or before ``watermark`` (compared as a pair): what the cold tier must hold."""
+    return ("SELECT count() FROM %s WHERE NOT (%s)"
+            % (qualified_table(database, table), after_pair_condition(ts_col, seq_col, watermark)))
+
+
 def before_cutoff_sql(database, table, ts_col, seq_col, cutoff):
     """Rows and greatest timestamp strictly before ``cutoff`` (runbook Scenario 3, step 3)."""
     quote_identifier(seq_col, "sequence_column")
@@ -417,6 +423,9 @@ class ClickHouseClient(object):
             pair = self._pair_at(table, ts_col, seq_col, max_ts,
                                  after_pair_condition(ts_col, seq_col, watermark))
         return {"rows": count, "max_pair": pair}
+
+    def upto_watermark(self, table, watermark, ts_col="exchange_timestamp", seq_col="sequence_number"):
+        return int(self.query(upto_watermark_sql(self.database, table, ts_col, seq_col, watermark))[0][0])
 
     def before_cutoff(self, table, cutoff, ts_col="exchange_timestamp", seq_col="sequence_number"):
         count, max_ts = self.query(before_cutoff_sql(self.database, table, ts_col, seq_col, cutoff))[0]

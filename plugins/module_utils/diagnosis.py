@@ -566,3 +566,40 @@ def _fmt_pair(entry):
 def _pair_key(entry):
     from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import make_watermark
     return make_watermark(entry.get("max_timestamp"), entry.get("sequence_number") or 0)
+
+
+def reconcile(source, cold, watermarks=None):
+    """Post-incident: does the cold tier hold every source row up to the watermark, once?
+
+    ``source``: offload_source_info with ``upto_watermark`` (rows at or before each table's
+    watermark W); ``cold``: {table: iceberg_table_info with ``watermark`` W and duplicates}.
+    Cold rows at or before W are its rows minus those past W; the copies a deduplication would
+    remove are its duplicate rows (assumed at or before W, where re-offloads put them).
+    ``missing`` and ``extra`` compare the distinct cold rows with the source's.
+    """
+    src = _ok(source, "tables") or {}
+    out = {"tables": {}, "ok": True, "problems": []}
+    for name, c_raw in sorted((cold or {}).items()):
+        c = _ok(c_raw, "row_count")
+        s = ((src.get("tables") or {}).get(name) or {}).get("upto_watermark")
+        item = {"source_rows": s.get("rows") if s else None, "watermark": s.get("watermark") if s else None}
+        if c is None or s is None:
+            item["error"] = "not compared: %s" % ("cold tier unreadable" if c is None else "no source count")
+            out["tables"][name] = item
+            out["ok"] = False
+            out["problems"].append("%s: %s" % (name, item["error"]))
+            continue
+        past = (c.get("past_watermark") or {}).get("rows") or 0
+        dups = (c.get("duplicates") or {}).get("duplicate_rows") or 0
+        cold_upto = int(c.get("row_count") or 0) - int(past)
+        distinct = cold_upto - int(dups)
+        item.update(cold_rows=cold_upto, cold_duplicate_rows=dups, cold_rows_past_watermark=past,
+                    missing=max(0, s["rows"] - distinct), extra=max(0, distinct - s["rows"]))
+        item["ok"] = item["missing"] == 0 and item["extra"] == 0 and dups == 0
+        if not item["ok"]:
+            out["ok"] = False
+            out["problems"].append("%s: %d source rows up to the watermark, the cold tier holds %d (%d duplicated): "
+                                   "%d missing, %d extra" % (name, s["rows"], cold_upto, dups, item["missing"],
+                                                             item["extra"]))
+        out["tables"][name] = item
+    return out

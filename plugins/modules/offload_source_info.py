@@ -56,6 +56,12 @@ options:
       - Tables without an entry get no RV(tables.after_watermark).
     type: dict
     default: {}
+  upto_watermark:
+    description:
+      - Also count the rows at or before each table's watermark (RV(tables.upto_watermark)): the rows the cold
+        tier must hold, for the post-incident reconciliation. Reads the table up to the watermark.
+    type: bool
+    default: false
   lookback:
     description:
       - How far before the server's C(now()) the cutoff for RV(tables.before_cutoff) lies, as a duration
@@ -164,6 +170,12 @@ tables:
         watermark: {max_timestamp: "2026-02-12 10:15:00", sequence_number: 336600}
         rows: 2999
         max_pair: {max_timestamp: "2026-02-12 10:29:59", sequence_number: 345599}
+    upto_watermark:
+      description:
+        - Rows at or before the table's watermark (compared as a pair), with that watermark. Only with
+          O(upto_watermark=true) and a watermark for the table.
+      type: dict
+      sample: {watermark: {max_timestamp: "2026-02-12 10:15:00", sequence_number: 336600}, rows: 336601}
     before_cutoff:
       description:
         - Rows strictly before RV(cutoff) and their greatest pair, the watermark a lookback
@@ -227,6 +239,7 @@ def main():
         timestamp_column=dict(type="str", default="exchange_timestamp"),
         sequence_column=dict(type="str", default="sequence_number"),
         watermarks=dict(type="dict", default={}),
+        upto_watermark=dict(type="bool", default=False),
         lookback=dict(type="str", default="24h"),
         cutoff=dict(type="str"),
     )
@@ -273,6 +286,10 @@ def main():
                 entry["after_watermark"] = {"watermark": watermarks[table].as_dict(),
                                             "rows": after["rows"],
                                             "max_pair": pair_result(after["max_pair"])}
+                if p["upto_watermark"]:
+                    entry["upto_watermark"] = {
+                        "watermark": watermarks[table].as_dict(),
+                        "rows": client.upto_watermark(table, watermarks[table], ts_col, seq_col)}
             before = client.before_cutoff(table, cutoff, ts_col, seq_col)
             entry["before_cutoff"] = {"cutoff": _text(cutoff), "rows": before["rows"],
                                       "max_pair": pair_result(before["max_pair"])}
