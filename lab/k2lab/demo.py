@@ -1,13 +1,11 @@
-"""`make demo`: the main job, end to end, on the lab.
+"""`make demo`: the main job, end to end, on the lab, the way an on-call engineer runs it.
 
-Bring the lab up, show it healthy, break it the way a runbook scenario
-describes, show what the collection sees (playbooks/diagnose.yml), recover
-(playbooks/recover.yml, which dispatches on the diagnosis), prove the
-recovery (new watermarks, Prometheus age, consistency of source and cold
-tier), and take the lab down. Where a playbook is not there yet, the demo says
-so and runs the collection's modules for that step (watermark_info to see,
-watermark_reset from the cold tier to recover the default fault, a lost
-watermark table); faults no module recovers yet are healed by the lab.
+Bring the lab up, show it healthy, break it the way a runbook scenario describes, then
+run the collection's playbooks: diagnose.yml (what is wrong, with the evidence),
+recover.yml (the plan: a dry run that changes nothing), recover.yml -e k2_execute=true
+(the recovery, verified), post_incident.yml (3 cycles of progress, the cold tier
+reconciled with the source, the incident report). Then the lab's own consistency check,
+and the lab goes down.
 
     python -m k2lab.demo [--fault NAME] [--keep]    (default fault: table-dropped)
 """
@@ -35,15 +33,12 @@ def show(obj):
 
 def playbook(name, extra=None):
     path = os.path.join(REPO_DIR, "playbooks", name)
-    if not os.path.exists(path):
-        return None
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as inv:
         inv.write(lab.inventory())
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO_DIR, ".collections"),
                ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="True", ANSIBLE_LOCALHOST_WARNING="False",
                ANSIBLE_DEPRECATION_WARNINGS="False")
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inv.name, path,
-           "-e", "ansible_python_interpreter=" + sys.executable]
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inv.name, path]
     if extra:
         cmd += ["-e", json.dumps(extra)]
     sys.stdout.write("$ ansible-playbook -i <lab inventory> playbooks/%s%s\n"
@@ -52,54 +47,6 @@ def playbook(name, extra=None):
     rc = subprocess.run(cmd, env=env).returncode
     os.unlink(inv.name)
     return rc
-
-
-def module(name, args, host=None, check=False):
-    """Run one of the collection's modules ad hoc (on this machine, or in a lab container through
-    the community.docker.docker connection); print the command and return its result."""
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO_DIR, ".collections"),
-               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="True", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_LOCALHOST_WARNING="False")
-    target, conn, python = (host, "community.docker.docker", lab.OFFLOAD_PY) if host else \
-        ("localhost", "local", sys.executable)
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), target, "-i", target + ",", "-c", conn,
-           "-e", "ansible_python_interpreter=" + python, "-m", "k2.iceberg_offload." + name,
-           "-a", json.dumps(args)] + (["--check"] if check else [])
-    shown = dict((k, "********" if "password" in k else v) for k, v in args.items())
-    sys.stdout.write("$ ansible %s -m k2.iceberg_offload.%s -a '%s'%s\n" % (
-        target, name, json.dumps(shown), " --check" if check else ""))
-    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False).stdout.decode()
-    return json.loads(out[out.index("{"):])["plays"][0]["tasks"][0]["hosts"][target]
-
-
-def pg_args(on_lab_network=False):
-    s = lab.settings()
-    return {"login_host": lab.PG if on_lab_network else s["pg_host"],
-            "port": 5432 if on_lab_network else s["pg_port"], "login_db": s["pg_database"],
-            "login_user": s["pg_user"], "login_password": s["pg_password"]}
-
-
-def collection_view():
-    info = module("watermark_info", pg_args())
-    show({k: info.get(k) for k in ("table_exists", "findings", "stale_tables", "msg")})
-    return info
-
-
-def collection_recover_lost_table():
-    """Scenario 3 done right: recreate the table and continue from what the cold tier holds."""
-    args = dict(pg_args(on_lab_network=True), tables=list(lab.TABLES), strategy="cold_tier",
-                iceberg_catalog="k2", clickhouse_url="http://%s:8123/" % lab.CH,
-                iceberg_catalog_properties={"type": "sql", "uri": "sqlite:////home/iceberg/warehouse/catalog.db",
-                                            "warehouse": "file:///home/iceberg/warehouse"})
-    plan = module("watermark_reset", args, host=lab.SPARK, check=True)
-    show({"plan (check mode)": [{k: t.get(k) for k in ("table_name", "before", "after", "action")}
-                                for t in plan.get("tables", [])], "msg": plan.get("msg")})
-    done = module("watermark_reset", args, host=lab.SPARK)
-    show({"changed": done.get("changed"), "created_table": done.get("created_table"),
-          "tables": [{k: t.get(k) for k in ("table_name", "after", "source")} for t in done.get("tables", [])],
-          "msg": done.get("msg")})
-    if done.get("failed"):
-        raise RuntimeError("watermark_reset failed: %s" % done.get("msg"))
 
 
 def main(argv=None):
@@ -127,25 +74,32 @@ def main(argv=None):
         sys.stdout.write("  scheduler: %s; last log lines:\n%s\n" % (
             lab.scheduler_active(), "\n".join("    " + l for l in lab.scheduler_log(6).splitlines())))
 
-        banner("4. what the collection sees")
-        rc = playbook("diagnose.yml")
-        if rc is None:
-            sys.stdout.write("  (no playbooks/diagnose.yml yet: the watermark_info module)\n")
-            collection_view()
+        reports = tempfile.mkdtemp(prefix="k2-demo-reports-")
+        banner("4. diagnose: ansible-playbook k2.iceberg_offload.diagnose")
+        rc = playbook("diagnose.yml", {"k2_report_dir": reports})
+        if rc != 0:
+            raise RuntimeError("diagnose.yml failed (rc %d)" % rc)
 
-        banner("5. recover")
-        rc = playbook("recover.yml", {"k2_confirm": True})
-        if rc is None and args.fault == "table-dropped":
-            sys.stdout.write("  (no playbooks/recover.yml yet: watermark_reset from the cold tier, plan first)\n")
-            collection_recover_lost_table()
-        elif rc is None:
-            sys.stdout.write("  (no playbooks/recover.yml yet, and no module recovers %s: the lab's heal)\n"
-                             % args.fault)
-            faults.heal(args.fault)
-        elif rc != 0:
+        banner("5. recover: the plan first (changes nothing), then with k2_execute=true")
+        rc = playbook("recover.yml", {"k2_report_dir": reports})
+        if rc != 0:
+            raise RuntimeError("recover.yml (dry run) failed (rc %d)" % rc)
+        rc = playbook("recover.yml", {"k2_report_dir": reports, "k2_execute": True})
+        if rc != 0 and args.fault != "silent-zero-logic":
             raise RuntimeError("recover.yml failed (rc %d)" % rc)
+        if args.fault == "silent-zero-logic":
+            sys.stdout.write("  (escalated, as it must: the job itself is broken; the lab stands in for engineering)\n")
+            faults.heal(args.fault)
 
-        banner("6. verify: new watermarks, fresh age, source and cold tier consistent")
+        banner("6. post-incident: ansible-playbook k2.iceberg_offload.post_incident")
+        rc = playbook("post_incident.yml", {"k2_report_dir": reports, "k2_execute": True})
+        if rc != 0:
+            raise RuntimeError("post_incident.yml failed (rc %d)" % rc)
+        md = os.path.join(reports, "latest-incident.md")
+        if os.path.exists(md):
+            sys.stdout.write("\n--- %s ---\n%s\n" % (md, open(md).read()))
+
+        banner("7. the lab's own check: new watermarks, fresh age, source and cold tier consistent")
         lab.wait_for_new_watermarks(cycles=2)
         report = lab.consistency()
         show({"age_seconds": lab.watermark_ages(),
@@ -155,7 +109,7 @@ def main(argv=None):
         sys.stdout.write("  consistency: %s\n" % ("OK" if ok else "DAMAGED"))
     finally:
         if not args.keep:
-            banner("7. take the lab down")
+            banner("8. take the lab down")
             lab.down()
         sys.stdout.write("\ndemo %s in %.0f s\n" % ("finished" if ok else "FAILED", time.time() - t0))
     return 0 if ok else 1
