@@ -57,6 +57,8 @@ class ActionModule(ActionBase):
                 break
             time.sleep(min(state.poll, max(0.5, state.timeout - elapsed)))
         report = state.report(time.monotonic() - started)
+        report["ended_at_epoch"] = round(time.time(), 3)
+        report["verified_at_epoch"] = report["ended_at_epoch"] if report["verified"] else None
         result.update(report)
         result["changed"] = False
         if not report["verified"]:

@@ -125,6 +125,16 @@ tries:
   returned: always
   type: int
   sample: 3
+ended_at_epoch:
+  description: When the wait ended (Unix time).
+  returned: always
+  type: float
+  sample: 1770891314.2
+verified_at_epoch:
+  description: When the verification succeeded (Unix time), V(null) when it did not.
+  returned: always
+  type: float
+  sample: 1770891314.2
 timeout_seconds:
   description: The longest the wait could have been.
   returned: always
