@@ -164,6 +164,15 @@ class HadoopDirectoryCatalog(NoopCatalog):
 
     def load_table(self, identifier):
         path = resolve_hadoop_metadata(self.table_dir)
+        # Like Spark, trust the hint only as a starting point: a writer may have created
+        # the next version and not yet rewritten the hint.
+        match = _HADOOP_VERSION_RE.match(os.path.basename(path))
+        while match:
+            following = os.path.join(os.path.dirname(path), "v%d.metadata.json" % (int(match.group(1)) + 1))
+            if not os.path.isfile(following):
+                break
+            path = following
+            match = _HADOOP_VERSION_RE.match(os.path.basename(path))
         metadata = FromInputFile.table_metadata(load_file_io(self.properties, path).new_input(path))
         io = load_file_io(dict(self.properties, **metadata.properties), path)
         return Table(identifier=tuple(identifier), metadata=metadata, metadata_location=path, io=io,
