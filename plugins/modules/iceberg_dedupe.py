@@ -59,9 +59,9 @@ options:
   table:
     description:
       - The table as C(namespace.table). Required unless O(iceberg_table_location) is given.
-      - The table must take commits - a catalog's table, or a Hadoop-layout table directory on a local file
-        system (O(iceberg_table_location) or O(iceberg_catalog_properties=) C({type: hadoop, warehouse: ...}));
-        a C(.metadata.json) file alone can only be planned (check mode).
+      - "The table must take commits - a catalog's table, or a Hadoop-layout table directory on a local file
+        system (O(iceberg_table_location), or O(iceberg_catalog_properties) C({type: hadoop, warehouse: ...}));
+        a C(.metadata.json) file alone can only be planned (check mode)."
     type: str
   key_columns:
     description:
@@ -136,6 +136,7 @@ EXAMPLES = r"""
 - name: Post-incident - the plan for removing duplicated trades (nothing is written in check mode)
   k2.iceberg_offload.iceberg_dedupe:
     table: cold.bronze_trades_binance
+    iceberg_catalog: k2                          # the lab's SqlCatalog is named k2
     iceberg_catalog_properties:
       type: sql
       uri: sqlite:////home/iceberg/warehouse/catalog.db
@@ -146,6 +147,7 @@ EXAMPLES = r"""
 - name: Remove them, in the hours the regressed watermark re-offloaded
   k2.iceberg_offload.iceberg_dedupe:
     table: cold.bronze_trades_binance
+    iceberg_catalog: k2                          # the lab's SqlCatalog is named k2
     iceberg_catalog_properties:
       type: sql
       uri: sqlite:////home/iceberg/warehouse/catalog.db
@@ -159,6 +161,7 @@ EXAMPLES = r"""
 - name: Undo that repair (refused if the scheduler appended since, see discard_later_snapshots)
   k2.iceberg_offload.iceberg_dedupe:
     table: cold.bronze_trades_binance
+    iceberg_catalog: k2                          # the lab's SqlCatalog is named k2
     iceberg_catalog_properties:
       type: sql
       uri: sqlite:////home/iceberg/warehouse/catalog.db
