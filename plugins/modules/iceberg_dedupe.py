@@ -304,6 +304,23 @@ rollback:
     same as a Spark SQL procedure call and a pyiceberg line.
   returned: when a repair was committed
   type: dict
+  contains:
+    snapshot_id:
+      description: The snapshot to roll back to (the repair's parent).
+      type: int
+      sample: 5043152216397427000
+    module_args:
+      description: The arguments of this module that roll back, with the table options of the repair.
+      type: dict
+      sample: {rollback_to_snapshot: 5043152216397427000}
+    spark_sql:
+      description: The same with Spark's C(rollback_to_snapshot) procedure (name your catalog).
+      type: str
+      sample: "CALL <catalog>.system.rollback_to_snapshot('cold.bronze_trades_binance', 5043152216397427000)"
+    pyiceberg:
+      description: The same in pyiceberg, on the loaded table.
+      type: str
+      sample: table.manage_snapshots().rollback_to_snapshot(5043152216397427000).commit()
   sample: {snapshot_id: 5043152216397427000, module_args: {rollback_to_snapshot: 5043152216397427000},
            spark_sql: "CALL <catalog>.system.rollback_to_snapshot('cold.bronze_trades_binance', 5043152216397427000)",
            pyiceberg: "table.manage_snapshots().rollback_to_snapshot(5043152216397427000).commit()"}

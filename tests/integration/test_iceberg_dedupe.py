@@ -122,7 +122,7 @@ def test_check_mode_returns_the_plan_and_writes_nothing(wh):
 
 def test_repair_rewrites_only_the_files_that_lose_rows(wh):
     table, data = dups_table(wh)
-    before_id, _ = state(table)
+    before_id = state(table)[0]
     files_before = live_files(table)
     r = run_module("iceberg_dedupe", args(wh, "dups"), diff=True)
     assert not r["failed"], r.get("msg")
@@ -394,7 +394,7 @@ def test_bad_input_fails_clearly_and_commits_nothing(wh, extra, expected):
 
 
 def test_a_metadata_file_can_be_planned_not_committed(wh):
-    table, _ = dups_table(wh)
+    table = dups_table(wh)[0]
     before = state(table)
     location = table.metadata_location.replace("file://", "")
     r = run_module("iceberg_dedupe", {"iceberg_table_location": location}, check=True)
@@ -463,7 +463,7 @@ def test_hadoop_commit_after_another_writers_version(wh):
     """Another writer commits version N+1 (and has not rewritten version-hint.text yet) between our
     plan and our commit: the commit is refused, the next attempt reads N+1 (as Spark does, the hint
     is only a starting point) and commits N+2."""
-    table, _ = dups_table(wh)
+    table = dups_table(wh)[0]
     directory = wh.hadoop_copy(table, "dups")
     meta = os.path.join(directory, "metadata")
     version = int(open(os.path.join(meta, "version-hint.text")).read())
