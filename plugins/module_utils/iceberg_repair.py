@@ -485,6 +485,8 @@ def find_duplicates(table, key_columns, window=None, conflict="refuse", sample_s
                 continue
             keys = pa.concat_tables(parts)
             del parts
+            if len(key_columns) == 1 and _strictly_increasing(keys.column(key_columns[0])):
+                continue  # the usual offload file: keys in order, no copy; no need to hash them
             counts = keys.group_by(list(key_columns)).aggregate([([], "count_all")])
             counts = counts.rename_columns([_COUNT if n == "count_all" and n not in key_columns else n
                                             for n in counts.column_names])
@@ -525,6 +527,16 @@ def find_duplicates(table, key_columns, window=None, conflict="refuse", sample_s
         plan["rows_to_remove"] += removed
         plan["bytes_to_rewrite"] += task.file.file_size_in_bytes
     return plan, internal
+
+
+def _strictly_increasing(column):
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(column) < 2:
+        return True
+    try:
+        return bool(pc.all(pc.less(column.slice(0, len(column) - 1), column.slice(1))).as_py())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # a type without order in Arrow
+        return False
 
 
 def _add_sample(sample, repeated, key_columns, size):
