@@ -63,6 +63,13 @@ def child_main(kind, root):
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     started = time.time()
+    if kind.startswith("module_one_group"):
+        # Worst case for memory: every file in one overlap group (as a re-offload spanning the
+        # whole table would make); "_uncut" also turns off cutting a large group into key ranges.
+        iceberg_repair.overlap_groups = lambda tasks, key_field: [list(tasks)]
+        if kind.endswith("_uncut"):
+            iceberg_repair.MAX_GROUP_ROWS = 1 << 62
+        kind = "module"
     if kind == "module":
         r = iceberg_repair.dedupe(open_table)
         out = {"snapshot_id": r["snapshot_id"], "previous_snapshot_id": r["previous_snapshot_id"],
@@ -72,7 +79,8 @@ def child_main(kind, root):
                "bytes_removed": r["commit"]["bytes_removed"], "bytes_written": r["commit"]["bytes_written"],
                "rows_written": r["commit"]["rows_written"],
                "actions": sorted(f["action"] for f in r["plan"]["files_to_rewrite"]),
-               "attempts": r["stats"]["attempts"], "arrow_peak_bytes": r["stats"]["arrow_peak_bytes"]}
+               "attempts": r["stats"]["attempts"], "arrow_peak_bytes": r["stats"]["arrow_peak_bytes"],
+               "overlap_groups": r["plan"]["overlap_groups"], "key_ranges": r["plan"]["key_ranges"]}
     elif kind == "naive":
         table = open_table()
         before = table.current_snapshot()
@@ -178,6 +186,10 @@ def bench(args, root):
             verify_and_roll_back(root, built, r)
             results[kind].append(r)
             log("%s run %d: %s" % (kind, i + 1, json.dumps(r)))
+    for kind in ("module_one_group", "module_one_group_uncut"):
+        results[kind] = run_child(kind, root)
+        verify_and_roll_back(root, built, results[kind])
+        log("%s: %s" % (kind, json.dumps(results[kind])))
     from tests.support.ansible_module import run_module
     from tests.support.iceberg_warehouse import catalog_properties
     wall = time.time()
@@ -206,7 +218,8 @@ def summarize(results):
         "less_written": round(n["bytes_written"] / float(max(m["bytes_written"], 1)), 1),
         "less_touched": round((n["bytes_written"] + n["bytes_removed"])
                               / float(max(m["bytes_written"] + m["bytes_removed"], 1)), 1),
-        "module_peak_rss_mib": round(max(r["peak_rss_bytes"] for r in results["module"]) / MIB),
+        "module_peak_rss_mib": round(max([r["peak_rss_bytes"] for r in results["module"]]
+                                         + [results["module_one_group"]["peak_rss_bytes"]]) / MIB),
         "ansible_peak_rss_mib": round(results["ansible"]["stats"]["peak_rss_bytes"] / MIB),
     }
 
@@ -238,6 +251,7 @@ def size(n):
 def render(results):
     t, s, m = results["table"], results["summary"], results["machine"]
     mod, nai = best(results["module"]), best(results["naive"])
+    one, uncut = results["module_one_group"], results["module_one_group_uncut"]
     goals = results["goals"]
     lines = [
         "<!-- dedupe:begin (written by bench/dedupe_bench.py; do not edit by hand) -->",
@@ -272,6 +286,15 @@ def render(results):
             nai["seconds"], ", ".join("%.2f" % r["seconds"] for r in results["naive"]), nai["process_seconds"],
             nai["files_removed"], nai["files_added"], size(nai["bytes_removed"]), size(nai["bytes_written"]),
             "{:,}".format(nai["rows_written"]), mib(max(r["peak_rss_bytes"] for r in results["naive"]))),
+        "| worst case for memory: `iceberg_dedupe` with every file in one overlap group (a re-offload spanning "
+        "the table), cut into %d key ranges | %.2f | %.2f | %d / %d | %s | %s | %s | %s |" % (
+            one["key_ranges"], one["seconds"], one["process_seconds"], one["files_removed"], one["files_added"],
+            size(one["bytes_removed"]), size(one["bytes_written"]), "{:,}".format(one["rows_written"]),
+            mib(one["peak_rss_bytes"])),
+        "| the same, not cut (all %s keys hashed at once) | %.2f | %.2f | %d / %d | %s | %s | %s | %s |" % (
+            "{:,}".format(t["rows"]), uncut["seconds"], uncut["process_seconds"], uncut["files_removed"],
+            uncut["files_added"], size(uncut["bytes_removed"]), size(uncut["bytes_written"]),
+            "{:,}".format(uncut["rows_written"]), mib(uncut["peak_rss_bytes"])),
         "",
         "Through Ansible (`ansible localhost -m k2.iceberg_offload.iceberg_dedupe`, process start, imports, "
         "catalog, repair, JSON): %.2f s wall, the repair %.2f s; module peak RSS %s; %d files removed, %d added, "

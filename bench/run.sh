@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, one command each:   bench/run.sh watermarks [--rows N] [--port P] [--no-doc]
 #                                  bench/run.sh coldtier [options]
+#                                  bench/run.sh dedupe [--rows N] [--dup-keys K] [--repeat R] [--no-doc]
 #                                  bench/run.sh all   (the default; what `make bench` runs)
 # Results go to bench/results/ (raw JSON) and docs/benchmarks.md.
 # Environment: K2_VENV (default .venv).
@@ -12,6 +13,8 @@ what=${1:-all}
 case "$what" in
   watermarks) exec "$VENV/bin/python" bench/watermark_bench.py "$@" ;;
   coldtier) exec "$VENV/bin/python" bench/coldtier_bench.py "$@" ;;
-  all) "$VENV/bin/python" bench/watermark_bench.py && exec "$VENV/bin/python" bench/coldtier_bench.py ;;
-  *) echo "usage: $0 [all|watermarks|coldtier] [options]" >&2; exit 2 ;;
+  dedupe) exec "$VENV/bin/python" bench/dedupe_bench.py "$@" ;;
+  all) "$VENV/bin/python" bench/watermark_bench.py && "$VENV/bin/python" bench/coldtier_bench.py \
+         && exec "$VENV/bin/python" bench/dedupe_bench.py ;;
+  *) echo "usage: $0 [all|watermarks|coldtier|dedupe] [options]" >&2; exit 2 ;;
 esac

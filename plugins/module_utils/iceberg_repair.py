@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 try:
     import pyarrow as pa
     import pyarrow.compute as pc
+    from pyiceberg.conversions import from_bytes
     from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, ValidationException
     from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThanOrEqual
     from pyiceberg.io.pyarrow import ArrowScan
@@ -74,6 +75,10 @@ _KEY_TYPES = ("timestamp", "timestamptz", "long", "int", "date", "string", "uuid
               "time", "binary")
 _REF = "_k2_ref"
 _COUNT = "_k2_count"
+# Keys (and their refs) of at most this many rows are held at once: an overlap group with more
+# rows is cut into sub-ranges of its first key column, each read on its own.
+MAX_GROUP_ROWS = 1000000
+_SPLITTABLE_TYPES = ("long", "int", "timestamp", "timestamptz")
 
 
 class RepairError(IcebergError):
@@ -410,7 +415,7 @@ class _Reader(object):
 
 
 def find_duplicates(table, key_columns, window=None, conflict="refuse", sample_size=10,
-                    window_files=None, stats=None):
+                    window_files=None, stats=None, max_group_rows=None):
     """The plan: duplicated keys, the copies to remove and the files that hold them.
 
     Reads only the key columns (and the window column) of the files the window can
@@ -429,7 +434,7 @@ def find_duplicates(table, key_columns, window=None, conflict="refuse", sample_s
         "duplicated_keys": 0, "rows_to_remove": 0, "conflicting_keys": 0,
         "sample": [], "conflicts": [], "files_to_rewrite": [],
         "bytes_to_rewrite": 0, "files_scanned": 0, "bytes_scanned": 0, "rows_scanned": 0,
-        "overlap_groups": 0,
+        "overlap_groups": 0, "key_ranges": 0,
     }
     internal = {"tasks": {}, "remove": {}, "rows": {}}
     if snapshot is None:
@@ -455,10 +460,13 @@ def find_duplicates(table, key_columns, window=None, conflict="refuse", sample_s
     positions = _Positions()
     groups = overlap_groups(tasks, key_fields[0])
     plan["overlap_groups"] = len(groups)
+    parts_of_groups = [part for group in groups
+                       for part in split_group(group, key_fields[0], max_group_rows or MAX_GROUP_ROWS)]
+    plan["key_ranges"] = len(parts_of_groups)
     removals = []
     conflict_samples = []
     with ThreadPoolExecutor(max_workers=key_reader.window_files) as pool:
-        for group in groups:
+        for group, key_range in parts_of_groups:
             parts = []
             for task, batches in key_reader.batches_per_task(group, pool):
                 path = task.file.file_path
@@ -475,12 +483,16 @@ def find_duplicates(table, key_columns, window=None, conflict="refuse", sample_s
                         keep = valid if keep is None else pc.and_(keep, valid)
                     if window is not None:
                         keep = pc.and_(keep, window.mask(batch.column(window.column)))
+                    if key_range is not None:
+                        keep = pc.and_(keep, pc.fill_null(_in_key_range(batch.column(key_columns[0]), key_range),
+                                                          False))
                     part = part.filter(keep)
                     if part.num_rows:
                         parts.append(part)
                     start += n
-                internal["rows"][path] = start
-                plan["rows_scanned"] += start
+                if path not in internal["rows"]:
+                    internal["rows"][path] = start
+                    plan["rows_scanned"] += start
             if not parts:
                 continue
             keys = pa.concat_tables(parts)
@@ -508,13 +520,16 @@ def find_duplicates(table, key_columns, window=None, conflict="refuse", sample_s
             stats.sample()
     _mark_conflicts(plan["sample"], conflict_samples, key_columns)
     plan["conflicts"] = conflict_samples
+    per_file = {}
     for remove in removals:
         ranks = pc.shift_right(remove, _POSITION_BITS)
         for rank_value in pc.unique(ranks).to_pylist():
             mine = pc.filter(remove, pc.equal(ranks, rank_value))
-            path = by_rank[rank_value].file.file_path
-            pos = pc.bit_wise_and(mine, pa.scalar(_POSITION_MASK, pa.int64()))
-            internal["remove"][path] = pc.take(pos, pc.sort_indices(pos))
+            per_file.setdefault(by_rank[rank_value].file.file_path, []).append(
+                pc.bit_wise_and(mine, pa.scalar(_POSITION_MASK, pa.int64())))
+    for path, chunks in per_file.items():
+        pos = pa.concat_arrays(chunks) if len(chunks) > 1 else chunks[0]
+        internal["remove"][path] = pc.take(pos, pc.sort_indices(pos))
     for path in sorted(internal["remove"], key=lambda p: rank[p]):
         task = internal["tasks"][path]
         removed = len(internal["remove"][path])
@@ -527,6 +542,48 @@ def find_duplicates(table, key_columns, window=None, conflict="refuse", sample_s
         plan["rows_to_remove"] += removed
         plan["bytes_to_rewrite"] += task.file.file_size_in_bytes
     return plan, internal
+
+
+def split_group(group, key_field, max_rows=MAX_GROUP_ROWS):
+    """``[(tasks, key_range)]`` covering one overlap group, each part holding about ``max_rows`` rows.
+
+    ``key_range`` is None (every row of the tasks) or ``(low, high)``, inclusive, in the raw
+    integer form of the first key column (microseconds for timestamps) - copies share their key,
+    so they fall in the same part. A part reads only the files whose bounds reach its range;
+    a file wider than one part is read once per part it reaches. Groups of files without
+    bounds, or of a key type without an integer form, are not cut.
+    """
+    rows = sum(t.file.record_count for t in group)
+    if rows <= max_rows or str(key_field.field_type) not in _SPLITTABLE_TYPES:
+        return [(group, None)]
+    bounds = [(_raw_bound(t, key_field, False), _raw_bound(t, key_field, True)) for t in group]
+    if any(lo is None or hi is None for lo, hi in bounds):
+        return [(group, None)]
+    low = min(b[0] for b in bounds)
+    high = max(b[1] for b in bounds)
+    parts = -(-rows // max_rows)
+    width = max(1, -(-(high - low + 1) // parts))
+    out = []
+    start = low
+    while start <= high:
+        end = min(high, start + width - 1)
+        tasks = [t for t, b in zip(group, bounds) if b[0] <= end and b[1] >= start]
+        if tasks:
+            out.append((tasks, (start, end)))
+        start = end + 1
+    return out
+
+
+def _raw_bound(task, field, upper):
+    bounds = task.file.upper_bounds if upper else task.file.lower_bounds
+    raw = (bounds or {}).get(field.field_id)
+    return None if raw is None else from_bytes(field.field_type, raw)
+
+
+def _in_key_range(column, key_range):
+    values = column.cast(pa.int64()) if not pa.types.is_integer(column.type) else column
+    return pc.and_(pc.greater_equal(values, pa.scalar(key_range[0], values.type)),
+                   pc.less_equal(values, pa.scalar(key_range[1], values.type)))
 
 
 def _strictly_increasing(column):
@@ -545,7 +602,8 @@ def _add_sample(sample, repeated, key_columns, size):
     top = repeated.sort_by([(_COUNT, "descending")] + [(k, "ascending") for k in key_columns]).slice(0, size)
     for row in top.to_pylist():
         sample.append({"key": _key_of(row, key_columns), "count": row[_COUNT], "conflict": False})
-    sample.sort(key=lambda s: (-s["count"], repr(s["key"])))
+    sample.sort(key=lambda s: (-s["count"], tuple(s["key"].values()) if isinstance(s["key"], dict)
+                               else (s["key"],)))
     del sample[size:]
 
 

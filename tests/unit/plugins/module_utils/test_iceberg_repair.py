@@ -293,3 +293,60 @@ def test_every_option_is_documented():
     ret = yaml.safe_load(iceberg_dedupe.RETURN)
     assert all("description" in v and "returned" in v and "type" in v for v in ret.values())
     assert isinstance(yaml.safe_load(iceberg_dedupe.EXAMPLES), list)
+
+
+# ---------------------------------------------------------------------------
+# Cutting a large overlap group into key ranges.
+
+class _File(object):
+    def __init__(self, lo, hi, rows):
+        from pyiceberg.conversions import to_bytes
+        self.lower_bounds = {2: to_bytes(LongType(), lo)} if lo is not None else {}
+        self.upper_bounds = {2: to_bytes(LongType(), hi)} if hi is not None else {}
+        self.record_count = rows
+        self.file_path = "f%s-%s" % (lo, hi)
+
+
+class _Task(object):
+    def __init__(self, lo, hi, rows):
+        self.file = _File(lo, hi, rows)
+
+
+def test_a_small_group_is_not_cut():
+    group = [_Task(0, 99, 100), _Task(50, 149, 100)]
+    assert R.split_group(group, SCHEMA.find_field("sequence_number"), max_rows=200) == [(group, None)]
+
+
+def test_a_large_group_is_cut_into_ranges_that_cover_it():
+    wide = _Task(0, 999, 1000)
+    group = [_Task(i * 100, i * 100 + 99, 100) for i in range(10)] + [wide]
+    parts = R.split_group(group, SCHEMA.find_field("sequence_number"), max_rows=500)
+    assert [r for _t, r in parts] == [(0, 249), (250, 499), (500, 749), (750, 999)]
+    for tasks, (low, high) in parts:
+        assert wide in tasks
+        assert all(t.file.lower_bounds and (t is wide or (low <= R._raw_bound(t, SCHEMA.find_field(
+            "sequence_number"), True) and R._raw_bound(t, SCHEMA.find_field("sequence_number"), False) <= high))
+            for t in tasks)
+    assert len(parts[0][0]) == 4  # files 0, 1, 2 and the wide one
+
+
+def test_groups_without_bounds_or_integer_keys_are_not_cut():
+    group = [_Task(0, 99, 1000), _Task(None, None, 1000)]
+    assert R.split_group(group, SCHEMA.find_field("sequence_number"), max_rows=10) == [(group, None)]
+    assert R.split_group(group[:1], SCHEMA.find_field("symbol"), max_rows=10) == [(group[:1], None)]
+
+
+def test_cut_groups_find_the_same_plan(tmp_path):
+    wh = Warehouse(str(tmp_path))
+    table = wh.create("t")
+    for i in range(6):
+        wh.offload(table, trades(i * 1000, 1000))
+    wh.offload(table, trades(500, 4000))   # a wide re-offload: one group of everything
+    wh.offload(table, pa.concat_tables([trades(2500, 3)] * 2))
+    whole, _i1 = R.find_duplicates(table, ["sequence_number"], sample_size=5)
+    cut, internal = R.find_duplicates(table, ["sequence_number"], sample_size=5, max_group_rows=1500)
+    assert whole["key_ranges"] == whole["overlap_groups"] == 2 and cut["key_ranges"] > 4
+    for key in ("duplicated_keys", "rows_to_remove", "files_to_rewrite", "sample", "rows_scanned"):
+        assert whole[key] == cut[key], key
+    assert whole["duplicated_keys"] == 4000 and whole["rows_to_remove"] == 4006
+    assert sum(len(p) for p in internal["remove"].values()) == 4006
