@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -61,7 +60,7 @@ def child_main(kind, root):
     def open_table():
         return iceberg.open_table("cold." + TABLE, catalog_properties=catalog_properties(root), for_write=True)
 
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base_rss = iceberg.peak_rss_bytes()
     started = time.time()
     if kind.startswith("module_one_group"):
         # Worst case for memory: every file in one overlap group (as a re-offload spanning the
@@ -99,15 +98,22 @@ def child_main(kind, root):
                "rows_removed": rows_removed, "files_removed": len(files_before), "files_added": len(files_after),
                "bytes_removed": sum(s for _p, s in files_before), "bytes_written": sum(s for _p, s in files_after),
                "rows_written": sum(t.file.record_count for t in table.scan().plan_files()),
-               "snapshots_made": len([s for s in table.snapshots()
-                                      if s.sequence_number > before.sequence_number])}
+               "snapshots_made": snapshots_since(table, before.snapshot_id)}
     else:
         raise SystemExit("unknown contender " + kind)
     out["seconds"] = round(time.time() - started, 3)
-    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss_bytes"] = iceberg.peak_rss_bytes()  # VmHWM: ru_maxrss would count this bench's own peak
     out["rss_before_bytes"] = base_rss
     out["arrow_pool_max_bytes"] = pa.default_memory_pool().max_memory()
     print(json.dumps(out))
+
+
+def snapshots_since(table, snapshot_id):
+    count, snapshot = 0, table.current_snapshot()
+    while snapshot is not None and snapshot.snapshot_id != snapshot_id:
+        count += 1
+        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None
+    return count
 
 
 def run_child(kind, root):

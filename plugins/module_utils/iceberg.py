@@ -425,6 +425,24 @@ def _duplicates_in(keys, counter):
     del counter["sample"][counter["sample_size"]:]
 
 
+def peak_rss_bytes():
+    """This process's peak resident memory.
+
+    ``VmHWM`` from /proc/self/status where there is one: ``getrusage``'s ``ru_maxrss`` of a
+    process started by fork and exec also counts the parent's peak before the exec (Linux keeps
+    it across exec), so a module started by a large Ansible worker, or a benchmark child, would
+    report its parent's memory.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 class ScanStats(object):
     """Peak memory while scanning: the arrow pool's high-water mark and the process's RSS."""
 
@@ -447,7 +465,7 @@ class ScanStats(object):
             "batches": self.batches,
             "arrow_peak_bytes": max(self.arrow_peak - self.arrow_start, 0),
             "arrow_pool_max_bytes": self.pool.max_memory(),
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak_rss_bytes(),
         }
 
 

@@ -38,7 +38,6 @@ __metaclass__ = type
 import datetime
 import itertools
 import os
-import resource
 import time
 import traceback
 import uuid
@@ -59,7 +58,7 @@ except ImportError:  # pragma: no cover - exercised only without the libraries
     LIBS_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import (
-    IcebergError, ScanStats, describe_snapshot, overlap_groups)
+    IcebergError, ScanStats, describe_snapshot, overlap_groups, peak_rss_bytes)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     WatermarkError, format_timestamp, parse_timestamp)
 
@@ -855,7 +854,7 @@ def _stats(stats, started, attempts):
     del out["data_files"], out["data_bytes"]
     out["seconds"] = round(time.time() - started, 3)
     out["attempts"] = attempts
-    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss_bytes"] = peak_rss_bytes()
     return out
 
 
