@@ -12,9 +12,12 @@ keys, spread over that many files.
 
 Contenders, each in a process of its own (so its peak RSS is its own), on the same table:
 
-- the module's repair (``iceberg_repair.dedupe``, what ``iceberg_dedupe`` runs), in process;
+- the module's repair (``iceberg_repair.dedupe``, what ``iceberg_dedupe`` runs, with the system
+  allocator as the module sets it), in process;
+- the same with every file in one overlap group (a re-offload spanning the table), with and
+  without cutting the group into key ranges: the worst case for memory;
 - the naive repair: read everything (``scan().to_arrow()``), keep the first row of each
-  key, ``overwrite`` the whole table;
+  key, ``overwrite`` the whole table (same allocator);
 - the module through Ansible once (process start, imports, catalog, JSON).
 
 After each run the result is checked (rows, no duplicated key) and the table rolled back
@@ -60,6 +63,7 @@ def child_main(kind, root):
     def open_table():
         return iceberg.open_table("cold." + TABLE, catalog_properties=catalog_properties(root), for_write=True)
 
+    iceberg_repair.prefer_system_allocator()  # as the module does; the naive repair too, to compare like with like
     base_rss = iceberg.peak_rss_bytes()
     started = time.time()
     if kind.startswith("module_one_group"):

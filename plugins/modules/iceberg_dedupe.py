@@ -348,7 +348,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import (
     IcebergError, ensure_required_libs, iceberg_argument_spec, open_table_from_params, split_identifier)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_repair import (
-    RepairError, check_options, dedupe, rollback)
+    RepairError, check_options, dedupe, prefer_system_allocator, rollback)
 
 
 def main():
@@ -370,6 +370,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_one_of=[("table", "iceberg_table_location")])
     ensure_required_libs(module)
+    prefer_system_allocator()
     p = module.params
     result = {"changed": False}
     try:
