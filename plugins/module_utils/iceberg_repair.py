@@ -243,17 +243,6 @@ def check_options(conflict, sample_size, max_attempts):
         raise RepairError("max_attempts must be between 1 and %d, got %r" % (MAX_ATTEMPTS, max_attempts))
 
 
-def prefer_system_allocator():
-    """Use the system allocator for Arrow memory from now on, in this whole process.
-
-    Arrow's default (mimalloc) keeps freed pages per thread; reading many files in threads then
-    leaves about 100 MiB more resident than is in use (docs/benchmarks.md measures both). The
-    system allocator gives them back, at no measurable cost in time. Process-wide: only for a
-    process of its own, such as the module's.
-    """
-    pa.set_memory_pool(pa.system_memory_pool())
-
-
 def make_ref(rank, position):
     return (rank << _POSITION_BITS) | position
 

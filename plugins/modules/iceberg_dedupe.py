@@ -123,6 +123,9 @@ options:
     type: bool
     default: false
 notes:
+  - "Arrow's default allocator (mimalloc) keeps freed memory of its reading threads resident: the
+    task's C(environment: {ARROW_DEFAULT_MEMORY_POOL: system}) lowers the module's peak RSS by about
+    100 MiB (docs/benchmarks.md)."
   - Writes data files with pyiceberg's Parquet writer under the table's C(data/) location; files written by an
     attempt that did not commit are deleted.
   - A table with merge-on-read delete files is handled - the rewrite applies the deletes - but
@@ -348,7 +351,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import (
     IcebergError, ensure_required_libs, iceberg_argument_spec, open_table_from_params, split_identifier)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_repair import (
-    RepairError, check_options, dedupe, prefer_system_allocator, rollback)
+    RepairError, check_options, dedupe, rollback)
 
 
 def main():
@@ -370,7 +373,6 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_one_of=[("table", "iceberg_table_location")])
     ensure_required_libs(module)
-    prefer_system_allocator()
     p = module.params
     result = {"changed": False}
     try:
