@@ -666,7 +666,7 @@ def _single_attempt(table):
     commit's updates to its own current metadata.
     """
     props = dict(table.metadata.properties)
-    props[TableProperties.COMMIT_NUM_RETRIES] = "0"
+    props[getattr(TableProperties, "COMMIT_NUM_RETRIES", "commit.retry.num-retries")] = "0"
     metadata = table.metadata.model_copy(update={"properties": props})
     return Table(identifier=table.name(), metadata=metadata, metadata_location=table.metadata_location,
                  io=table.io, catalog=table.catalog)
