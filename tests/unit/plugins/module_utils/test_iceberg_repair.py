@@ -350,3 +350,28 @@ def test_cut_groups_find_the_same_plan(tmp_path):
         assert whole[key] == cut[key], key
     assert whole["duplicated_keys"] == 4000 and whole["rows_to_remove"] == 4006
     assert sum(len(p) for p in internal["remove"].values()) == 4006
+
+
+@pytest.mark.parametrize("window", [
+    {"column": "exchange_timestamp", "from": "2026-02-12T00:00:00Z", "to": "2026-02-13T00:00:00Z"},
+    {"column": "at_utc", "from": "2026-02-12T00:00:00+01:00"},
+    {"column": "day", "to": "2026-02-12"},
+    {"column": "sequence_number", "from": 1, "to": 2},
+    {"column": "symbol", "from": "A"},
+])
+def test_window_expressions_bind_to_the_schema(window):
+    from pyiceberg.expressions.visitors import bind
+    assert "Bound" in repr(bind(SCHEMA, R.parse_window(window, SCHEMA).expression(), True))
+
+
+def test_peak_rss_is_this_process_not_its_parent():
+    import subprocess
+    import sys
+    ballast = bytearray(300 * 1024 * 1024)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    code = ("import sys; sys.path[:0] = %r; from ansible_collections.k2.iceberg_offload.plugins.module_utils "
+            "import iceberg; print(iceberg.peak_rss_bytes())" % (sys.path[:3],))
+    child = int(subprocess.check_output([sys.executable, "-c", code]).decode().split()[-1])
+    assert child < 250 * 1024 * 1024 < iceberg.peak_rss_bytes()
+    del ballast
