@@ -370,8 +370,10 @@ def test_peak_rss_is_this_process_not_its_parent():
     ballast = bytearray(300 * 1024 * 1024)
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))))
     code = ("import sys; sys.path[:0] = %r; from ansible_collections.k2.iceberg_offload.plugins.module_utils "
-            "import iceberg; print(iceberg.peak_rss_bytes())" % (sys.path[:3],))
+            "import iceberg; print(iceberg.peak_rss_bytes())" % ([os.path.join(repo, ".collections"), repo],))
     child = int(subprocess.check_output([sys.executable, "-c", code]).decode().split()[-1])
     assert child < 250 * 1024 * 1024 < iceberg.peak_rss_bytes()
     del ballast
