@@ -14,7 +14,12 @@ what=${1:-all}
 case "$what" in
   watermarks) exec "$VENV/bin/python" bench/watermark_bench.py "$@" ;;
   coldtier) exec "$VENV/bin/python" bench/coldtier_bench.py "$@" ;;
+  dedupe) exec "$VENV/bin/python" bench/dedupe_bench.py "$@" ;;
   mttr) exec "$VENV/bin/python" bench/mttr_bench.py "$@" ;;
-  all) "$VENV/bin/python" bench/watermark_bench.py && exec "$VENV/bin/python" bench/coldtier_bench.py ;;
+  all)
+    "$VENV/bin/python" bench/watermark_bench.py
+    "$VENV/bin/python" bench/coldtier_bench.py
+    "$VENV/bin/python" bench/dedupe_bench.py
+    exec "$VENV/bin/python" bench/mttr_bench.py ;;
   *) echo "usage: $0 [all|watermarks|coldtier|dedupe|mttr] [options]" >&2; exit 2 ;;
 esac

@@ -11,7 +11,10 @@ use ``~/.pyiceberg.yaml`` / ``PYICEBERG_CATALOG__*``), or without a catalog: a
 Hadoop-catalog table directory (``metadata/version-hint.text`` naming
 ``vN.metadata.json``, as Spark's hadoop catalog writes it), a ``*.metadata.json``
 file, or ``type: hadoop`` with a ``warehouse`` in which ``ns.table`` is the
-directory ``<warehouse>/ns/table``.
+directory ``<warehouse>/ns/table``. Opened for writing (``for_write=True``), a
+Hadoop-layout directory on a local file system takes commits the way Spark's
+HadoopTableOperations makes them: the next ``vN.metadata.json`` is created only if
+no other writer created it first, then ``version-hint.text`` is rewritten.
 
 The scan reads only the columns it needs, file by file in small windows, and
 keeps no more than one window of record batches plus the key column of one
@@ -27,24 +30,31 @@ __metaclass__ = type
 
 import datetime
 import os
+import re
 import resource
 import time
 import traceback
+import uuid
 
 try:
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyiceberg.catalog import load_catalog
+    from pyiceberg.catalog.noop import NoopCatalog
     from pyiceberg.conversions import from_bytes
-    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+    from pyiceberg.exceptions import CommitFailedException, NoSuchNamespaceError, NoSuchTableError
     from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io import load_file_io
     from pyiceberg.io.pyarrow import ArrowScan
-    from pyiceberg.table import StaticTable
+    from pyiceberg.serializers import FromInputFile, ToOutputFile
+    from pyiceberg.table import CommitTableResponse, StaticTable, Table
+    from pyiceberg.table.update import update_table_metadata
     HAS_PYICEBERG = True
     PYICEBERG_IMPORT_ERROR = None
 except ImportError:  # pragma: no cover - exercised only without the libraries
     HAS_PYICEBERG = False
     PYICEBERG_IMPORT_ERROR = traceback.format_exc()
+    NoopCatalog = object
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -136,14 +146,92 @@ def split_identifier(identifier):
     return parts
 
 
+_HADOOP_VERSION_RE = re.compile(r"^v([0-9]+)(\.gz)?\.metadata\.json\Z")
+
+
+class HadoopDirectoryCatalog(NoopCatalog):
+    """Commits to one Hadoop-layout table directory on a local file system.
+
+    pyiceberg has no hadoop catalog. Spark's HadoopTableOperations commits by
+    renaming a temporary file to the next ``vN.metadata.json`` (which fails when
+    another writer got there first) and then rewriting ``version-hint.text``;
+    this does the same with ``os.link``, which refuses to replace an existing name.
+    """
+
+    def __init__(self, table_dir, properties):
+        NoopCatalog.__init__(self, "hadoop", **properties)
+        self.table_dir = table_dir
+
+    def load_table(self, identifier):
+        path = resolve_hadoop_metadata(self.table_dir)
+        # Like Spark, trust the hint only as a starting point: a writer may have created
+        # the next version and not yet rewritten the hint.
+        match = _HADOOP_VERSION_RE.match(os.path.basename(path))
+        while match:
+            following = os.path.join(os.path.dirname(path), "v%d.metadata.json" % (int(match.group(1)) + 1))
+            if not os.path.isfile(following):
+                break
+            path = following
+            match = _HADOOP_VERSION_RE.match(os.path.basename(path))
+        metadata = FromInputFile.table_metadata(load_file_io(self.properties, path).new_input(path))
+        io = load_file_io(dict(self.properties, **metadata.properties), path)
+        return Table(identifier=tuple(identifier), metadata=metadata, metadata_location=path, io=io,
+                     catalog=self)
+
+    def commit_table(self, table, requirements, updates):
+        current = self.load_table(table.name())
+        for requirement in requirements:
+            requirement.validate(current.metadata)  # raises CommitFailedException
+        match = _HADOOP_VERSION_RE.match(os.path.basename(current.metadata_location))
+        if not match:
+            raise CommitFailedException("%s is not named vN.metadata.json: not a Hadoop-catalog version "
+                                        "file, cannot take the next version" % current.metadata_location)
+        metadata = update_table_metadata(current.metadata, updates,
+                                         metadata_location=current.metadata_location)
+        meta_dir = os.path.join(self.table_dir, "metadata")
+        target = os.path.join(meta_dir, "v%d.metadata.json" % (int(match.group(1)) + 1))
+        tmp = os.path.join(meta_dir, ".%s.tmp" % uuid.uuid4().hex)
+        ToOutputFile.table_metadata(metadata, current.io.new_output(tmp))
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise CommitFailedException("another writer committed %s first" % target)
+        finally:
+            os.unlink(tmp)
+        hint_tmp = os.path.join(meta_dir, ".version-hint.%s.tmp" % uuid.uuid4().hex)
+        with open(hint_tmp, "w") as f:
+            f.write(str(int(match.group(1)) + 1))
+        os.replace(hint_tmp, os.path.join(meta_dir, "version-hint.text"))
+        return CommitTableResponse(metadata=metadata, metadata_location=target)
+
+
+def _writable_hadoop_table(location, identifier, props):
+    if location.endswith(".metadata.json"):
+        raise IcebergError("a .metadata.json file alone cannot take a commit (the catalog or directory "
+                           "that points at it would not see it): give the table directory (Hadoop layout) "
+                           "as iceberg_table_location, or the catalog")
+    if "://" in location and not location.startswith("file://"):
+        raise IcebergError("commits to a Hadoop-layout table are supported on a local file system only, "
+                           "not %s; open the table through a catalog" % location.split("://")[0])
+    local = _strip_file_scheme(location)
+    resolve_hadoop_metadata(local)
+    return HadoopDirectoryCatalog(local, props).load_table(identifier or ("hadoop", local))
+
+
 def open_table(identifier=None, catalog_name="default", catalog_properties=None, secrets=None,
-               table_location=None):
-    """A pyiceberg Table from a catalog, a Hadoop-layout directory or a metadata file."""
+               table_location=None, for_write=False):
+    """A pyiceberg Table from a catalog, a Hadoop-layout directory or a metadata file.
+
+    With ``for_write`` the table can take commits: a catalog's table, or a Hadoop-layout
+    directory on a local file system; a bare metadata file is refused.
+    """
     props = dict(catalog_properties or {})
     props.update(secrets or {})
     props = dict((str(k), v if isinstance(v, str) else str(v)) for k, v in props.items())
     try:
         if table_location:
+            if for_write:
+                return _writable_hadoop_table(table_location, None, props)
             return StaticTable.from_metadata(resolve_hadoop_metadata(table_location), props)
         parts = split_identifier(identifier)
         if props.get("type") == "hadoop":
@@ -153,6 +241,8 @@ def open_table(identifier=None, catalog_name="default", catalog_properties=None,
                                    "that holds <namespace>/<table>)")
             location = os.path.join(_strip_file_scheme(warehouse), *parts)
             io_props = dict((k, v) for k, v in props.items() if k not in ("type", "warehouse"))
+            if for_write:
+                return _writable_hadoop_table(location, tuple(parts), io_props)
             return StaticTable.from_metadata(resolve_hadoop_metadata(location), io_props)
         catalog = load_catalog(catalog_name, **props)
         return catalog.load_table(tuple(parts))
@@ -167,10 +257,10 @@ def open_table(identifier=None, catalog_name="default", catalog_properties=None,
                            % (identifier or table_location, type(e).__name__, str(e)[:400]))
 
 
-def open_table_from_params(params, identifier=None, table_location=None):
+def open_table_from_params(params, identifier=None, table_location=None, for_write=False):
     return open_table(identifier, params.get("iceberg_catalog") or "default",
                       params.get("iceberg_catalog_properties"), params.get("iceberg_catalog_secrets"),
-                      table_location or params.get("iceberg_table_location"))
+                      table_location or params.get("iceberg_table_location"), for_write=for_write)
 
 
 # ---------------------------------------------------------------------------
@@ -335,6 +425,24 @@ def _duplicates_in(keys, counter):
     del counter["sample"][counter["sample_size"]:]
 
 
+def peak_rss_bytes():
+    """This process's peak resident memory.
+
+    ``VmHWM`` from /proc/self/status where there is one: ``getrusage``'s ``ru_maxrss`` of a
+    process started by fork and exec also counts the parent's peak before the exec (Linux keeps
+    it across exec), so a module started by a large Ansible worker, or a benchmark child, would
+    report its parent's memory.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 class ScanStats(object):
     """Peak memory while scanning: the arrow pool's high-water mark and the process's RSS."""
 
@@ -357,7 +465,7 @@ class ScanStats(object):
             "batches": self.batches,
             "arrow_peak_bytes": max(self.arrow_peak - self.arrow_start, 0),
             "arrow_pool_max_bytes": self.pool.max_memory(),
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak_rss_bytes(),
         }
 
 
