@@ -1,6 +1,6 @@
 # k2.iceberg_offload — the two commands are `make demo` and `make test`.
 SHELL := /bin/bash
-VENV ?= $(CURDIR)/.venv
+VENV ?= $(or $(K2_VENV),$(CURDIR)/.venv)
 PY := $(VENV)/bin/python
 export K2_VENV := $(VENV)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections

@@ -33,6 +33,25 @@ attributes:
       - This module does not change anything.
 """
 
+    # Modules that are action plugins running on the controller.
+    ACTION = r"""
+options: {}
+attributes:
+  action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
+    support: full
+  async:
+    description: Supports being used with the C(async) keyword.
+    support: none
+  bypass_host_loop:
+    description: Forces a 'global' task that does not execute per host.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
+"""
+
     IDEMPOTENT = r"""
 options: {}
 attributes:

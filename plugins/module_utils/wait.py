@@ -71,8 +71,8 @@ class WaitState(object):
         return "%s on %s, fresher than %s" % (what, ", ".join(self.tables), self.describe_seconds(self.fresh_after))
 
     def describe_poll(self):
-        return "a look every %s, %.1f cycles of %s" % (self.describe_seconds(self.poll), self.cycles,
-                                                     self.describe_seconds(self.cycle_seconds))
+        return "a look every %s, %.1f cycles of %s" % (
+            self.describe_seconds(self.poll), self.cycles, self.describe_seconds(self.cycle_seconds))
 
     # -- one poll ---------------------------------------------------------------------------------------
     def observe(self, info, elapsed):

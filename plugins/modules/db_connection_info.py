@@ -13,7 +13,7 @@ short_description: Can this host reach the watermark database, and if not, why
 version_added: 0.2.0
 description:
   - Runbook Scenario 2 step 2, C(docker exec k2-spark-iceberg psql -h k2-prefect-db ... -c "\dt"), as a
-    module: run it where the scheduler connects from (the Spark host) and where the playbooks connect from.
+    module. Run it where the scheduler connects from (the Spark host) and where the playbooks connect from.
   - Tells the causes apart in steps. Does the name resolve (a container cut off its network no longer
     resolves)? Does the port accept a TCP connection? Does a login succeed? If not, is the reason a full pool
     (C(too many clients)), authentication, a missing database, or something else?

@@ -32,7 +32,7 @@ attributes:
   diff_mode:
     support: full
 options:
-  database:
+  session_database:
     description: The database whose sessions to look at. Default O(login_db).
     type: str
   older_than:
@@ -97,6 +97,11 @@ terminated:
   type: list
   elements: int
   sample: [4242, 4243]
+database:
+  description: The database whose sessions were looked at.
+  returned: always
+  type: str
+  sample: prefect
 diff:
   description: Idle sessions before and after.
   returned: when changed and diff mode
@@ -115,7 +120,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql i
 def main():
     argument_spec = postgres_common_argument_spec()
     argument_spec.update(
-        database=dict(type="str"),
+        session_database=dict(type="str"),
         older_than=dict(type="str", default="10m"),
         users=dict(type="list", elements="str", default=[]),
         states=dict(type="list", elements="str", default=["idle"],
@@ -135,7 +140,7 @@ def main():
                          "are kept for this)")
     conn.autocommit = True
     try:
-        database = p["database"] or conn.get_dsn_parameters().get("dbname")
+        database = p["session_database"] or conn.get_dsn_parameters().get("dbname")
         slots = connection_slots(conn)
         sessions = idle_sessions(conn, database, older, p["users"], p["states"])
         terminated = []

@@ -16,7 +16,10 @@ description:
     C(<kind>-<UTC time>.json) and C(latest-<kind>.json). The directory is created owner-only (0700), the files
     0600. Writes nothing in check mode.
   - The playbooks put no secrets in reports; what is written is what the modules returned.
-  - An action plugin: it runs on the controller, in-process.
+  - An action plugin, it runs on the controller, in-process.
+extends_documentation_fragment:
+  - k2.iceberg_offload.attributes
+  - k2.iceberg_offload.attributes.ACTION
 attributes:
   check_mode:
     support: full
@@ -24,14 +27,6 @@ attributes:
       - Returns the path it would write and writes nothing.
   diff_mode:
     support: none
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
-  platform:
-    platforms: posix
 options:
   dir:
     description: The report directory.

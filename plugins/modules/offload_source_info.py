@@ -58,7 +58,7 @@ options:
     default: {}
   upto_watermark:
     description:
-      - Also count the rows at or before each table's watermark (RV(tables.upto_watermark)): the rows the cold
+      - Also count the rows at or before each table's watermark (RV(tables.upto_watermark)), the rows the cold
         tier must hold, for the post-incident reconciliation. Reads the table up to the watermark.
     type: bool
     default: false

@@ -12,9 +12,9 @@ module: watermark_metrics_info
 short_description: Watermark age and the IcebergOffloadWatermarkStale alert, from Prometheus
 version_added: 0.2.0
 description:
-  - Runbook Diagnosis step 1, C(curl .../api/v1/query?query=(time()-watermark_timestamp_seconds)), as a module:
+  - "Runbook Diagnosis step 1, C(curl .../api/v1/query?query=(time()-watermark_timestamp_seconds)), as a module:
     the age of each table's watermark as Prometheus sees it, and the state of the alert (firing or pending,
-    since when).
+    since when)."
   - A Prometheus that does not answer is a finding (RV(reachable=false) with RV(error)), not a failure, so a
     diagnosis goes on without it.
   - Read only.

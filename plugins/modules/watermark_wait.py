@@ -18,9 +18,11 @@ description:
     has passed; then fails with the evidence.
   - Prints one line per look (pair, age, progress per table), so a wait of a 15-minute cycle is never silent.
   - A pair that goes down between two looks is a regression and fails the verification.
-  - An action plugin; it runs on the controller and calls P(k2.iceberg_offload.watermark_info#module) on the
+  - An action plugin, it runs on the controller and calls P(k2.iceberg_offload.watermark_info#module) on the
     task's host.
 extends_documentation_fragment:
+  - k2.iceberg_offload.attributes
+  - k2.iceberg_offload.attributes.ACTION
   - k2.iceberg_offload.postgres
 attributes:
   check_mode:
@@ -29,14 +31,6 @@ attributes:
       - Only reads; it waits in check mode too (skip it there when nothing was changed).
   diff_mode:
     support: none
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
-  platform:
-    platforms: posix
 options:
   tables:
     description: The source tables whose watermark must advance.

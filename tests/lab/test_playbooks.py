@@ -7,7 +7,6 @@ the stack comes back, every watermark advances, and the consistency checker find
 Scenario 5 must end in an escalation that changed nothing.
 """
 import json
-import os
 import time
 
 import pytest

@@ -7,8 +7,8 @@ LOG = """\
 2026-02-12 10:00:00 scheduler started: tables=bronze_trades_binance,bronze_trades_kraken cycle=900.0s
 2026-02-12 10:00:00 CYCLE 1 START
 2026-02-12 10:00:01 watermark for bronze_trades_binance: (2026-02-12 09:59:59, 100)
-2026-02-12 10:00:02 Offload completed: 40 rows (bronze_trades_binance -> cold.bronze_trades_binance, watermark (x, 140), 1.0 s)
-2026-02-12 10:00:03 ERROR watermark: cannot connect to PostgreSQL: connection to server at "k2-prefect-db" (172.18.0.2), port 5432 failed: FATAL:  sorry, too many clients already
+2026-02-12 10:00:02 Offload completed: 40 rows (bronze_trades_binance -> cold.bronze_trades_binance, 1.0 s)
+2026-02-12 10:00:03 ERROR watermark: cannot connect to PostgreSQL: FATAL:  sorry, too many clients already
 2026-02-12 10:00:03 CYCLE 1 table=bronze_trades_kraken FAILED rc=3
 2026-02-12 10:00:03 CYCLE 1 END tables=2 failed=1 duration=3.0s
 2026-02-12 10:15:00 CYCLE 2 START
