@@ -22,13 +22,16 @@ import urllib.request
 
 from . import LAB_DIR, STATE_DIR, images, log, run
 
-NETWORK = "k2-network"
-PG = "k2-prefect-db"
-CH = "k2-clickhouse"
-SPARK = "k2-spark-iceberg"
+# K2LAB_PREFIX names a second lab beside the first (its own containers and network; give it
+# its own K2LAB_*_PORT and K2LAB_STATE_DIR too). Empty: the runbook's names.
+PREFIX = os.environ.get("K2LAB_PREFIX", "")
+NETWORK = PREFIX + "k2-network"
+PG = PREFIX + "k2-prefect-db"
+CH = PREFIX + "k2-clickhouse"
+SPARK = PREFIX + "k2-spark-iceberg"
 CONTAINERS = (SPARK, CH, PG)
 TABLES = ("bronze_trades_binance", "bronze_trades_kraken")
-LABEL = "k2lab=1"
+LABEL = "k2lab=" + (PREFIX or "1")
 OFFLOAD_PY = "/opt/k2/venv/bin/python"
 OFFLOAD_DIR = "/home/iceberg/offload"
 SCHEDULER = "iceberg-offload-scheduler"
@@ -349,15 +352,15 @@ def _stop_prometheus():
 def down(quiet=False):
     """Remove every container, network, volume and process the lab made, and its state."""
     _stop_prometheus()
-    ids = docker("ps", "-aq", "--filter", "label=k2lab", check=False).split()
+    ids = docker("ps", "-aq", "--filter", "label=" + LABEL, check=False).split()
     names = [c for c in CONTAINERS if docker("inspect", c, check=False).strip().startswith("[{")]
     if ids or names:
         docker("rm", "-f", "-v", *sorted(set(ids + names)), timeout=180)
-    for net in set(docker("network", "ls", "-q", "--filter", "label=k2lab", check=False).split()):
+    for net in set(docker("network", "ls", "-q", "--filter", "label=" + LABEL, check=False).split()):
         docker("network", "rm", net, check=False)
     if docker("network", "inspect", NETWORK, check=False).strip().startswith("[{"):
         docker("network", "rm", NETWORK, check=False)
-    for vol in docker("volume", "ls", "-q", "--filter", "label=k2lab", check=False).split():
+    for vol in docker("volume", "ls", "-q", "--filter", "label=" + LABEL, check=False).split():
         docker("volume", "rm", vol, check=False)
     if os.path.isdir(STATE_DIR):
         shutil.rmtree(STATE_DIR)
@@ -368,10 +371,10 @@ def down(quiet=False):
 def leftovers():
     """What the lab could have left behind (empty when down() did its job)."""
     found = {
-        "containers": docker("ps", "-aq", "--filter", "label=k2lab", check=False).split()
+        "containers": docker("ps", "-aq", "--filter", "label=" + LABEL, check=False).split()
         + [c for c in CONTAINERS if docker("inspect", c, check=False).strip().startswith("[{")],
         "networks": docker("network", "ls", "-q", "--filter", "name=^%s$" % NETWORK, check=False).split(),
-        "volumes": docker("volume", "ls", "-q", "--filter", "label=k2lab", check=False).split(),
+        "volumes": docker("volume", "ls", "-q", "--filter", "label=" + LABEL, check=False).split(),
         "state_dir": [STATE_DIR] if os.path.exists(STATE_DIR) else [],
     }
     return {k: v for k, v in found.items() if v}
