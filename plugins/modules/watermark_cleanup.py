@@ -187,10 +187,11 @@ audit_ids:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    postgres_common_argument_spec, watermark_write_argument_spec)
+    parse_lock_timeout, postgres_common_argument_spec, watermark_write_argument_spec)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
-    open_store, run_cleanup, run_or_fail)
+    module_audit_params, open_store, run_cleanup, run_or_fail)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import validate_cleanup
 
 
@@ -202,21 +203,24 @@ def main():
         keep=dict(type="int"),
         older_than=dict(type="str"),
         duplicates_only=dict(type="bool", default=False),
+        regressions_only=dict(type="bool", default=False),
         method=dict(type="str", choices=["auto", "delete", "rewrite"], default="auto"),
     )
-    module = AnsibleModule(
+    module = harden(AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-    )
-    if module.params["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be zero or more seconds, got %d" % module.params["lock_timeout"])
+    ))
+    p = module.params
     try:
-        validate_cleanup(module.params["keep"], module.params["older_than"], module.params["duplicates_only"])
-    except WatermarkError as e:
+        parse_lock_timeout(p["lock_timeout"])
+        validate_cleanup(p["keep"], p["older_than"], p["duplicates_only"], p["regressions_only"])
+    except (ValueError, WatermarkError) as e:
         module.fail_json(msg=str(e))
     store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_cleanup")[1]
-    result = run_or_fail(module, run_cleanup, "cleaning up the watermark table", store, module.params,
-                         module.check_mode)
+    result = run_or_fail(module, run_cleanup, "cleaning up the watermark table", store, p, module.check_mode,
+                         audited=module_audit_params(module))
+    for warning in result.pop("_warnings", []):
+        module.warn(warning)
     if module._diff:
         result["diff"] = {
             "before": dict((t["table_name"], {"entries": t["entries_before"]}) for t in result["tables"]),

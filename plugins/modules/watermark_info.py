@@ -262,7 +262,8 @@ health:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    postgres_common_argument_spec, psycopg2)
+    lock_timeout_argument_spec, postgres_common_argument_spec, psycopg2)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
     OperationError, collect_info, db_failure, open_store)
@@ -279,13 +280,18 @@ def main():
         burst_threshold=dict(type="int", default=10),
         health=dict(type="bool", default=True),
         count_entries=dict(type="bool", default=True),
+        exact_counts=dict(type="bool", default=False),
+        max_window_entries=dict(type="int"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    argument_spec.update(lock_timeout_argument_spec())
+    module = harden(AnsibleModule(argument_spec=argument_spec, supports_check_mode=True))
     for opt in ("stale_after", "warn_after", "cycle_seconds"):
         if module.params[opt] <= 0:
             module.fail_json(msg="%s must be greater than zero, got %d" % (opt, module.params[opt]))
     if module.params["burst_threshold"] < 1:
         module.fail_json(msg="burst_threshold must be at least 1, got %d" % module.params["burst_threshold"])
+    if module.params["max_window_entries"] is not None and module.params["max_window_entries"] < 1:
+        module.fail_json(msg="max_window_entries must be at least 1, got %d" % module.params["max_window_entries"])
 
     conn, store = open_store(module, application_name="k2.iceberg_offload.watermark_info")
     try:
@@ -294,7 +300,8 @@ def main():
     except (OperationError, WatermarkError) as e:
         module.fail_json(msg=getattr(e, "msg", str(e)))
     except psycopg2.Error as e:
-        module.fail_json(msg=db_failure(e, "reading %s" % store.qualified_name).msg)
+        failure = db_failure(e, "reading %s" % store.qualified_name, store, module.params["lock_timeout"])
+        module.fail_json(msg=failure.msg, **failure.extra)
     finally:
         conn.close()
     module.exit_json(changed=False, **result)

@@ -330,9 +330,10 @@ audit_ids:
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    postgres_common_argument_spec, watermark_write_argument_spec)
+    parse_lock_timeout, postgres_common_argument_spec, watermark_write_argument_spec)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
-    open_store, run_reset, run_or_fail)
+    module_audit_params, open_store, run_reset, run_or_fail)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import TARGET_STRATEGIES
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sources import (
     EXTERNAL_STRATEGIES, SourceCheck, SourceError, cold_tier_targets, lookback_targets)
@@ -382,17 +383,19 @@ def external_targets(module, client):
 
 
 def main():
-    module = AnsibleModule(
+    module = harden(AnsibleModule(
         argument_spec=argument_spec(),
         required_if=[("strategy", "pair", ("max_timestamp", "sequence_number")),
                      ("strategy", "shift_by", ("shift_by",)),
                      ("strategy", "lookback", ("tables", "clickhouse_url")),
                      ("strategy", "cold_tier", ("tables",))],
         supports_check_mode=True,
-    )
+    ))
     p = module.params
-    if p["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be zero or more seconds, got %d" % p["lock_timeout"])
+    try:
+        parse_lock_timeout(p["lock_timeout"])
+    except ValueError as e:
+        module.fail_json(msg=str(e))
     client = None
     if p["clickhouse_url"]:
         ch_utils.ensure_required_libs(module)
@@ -405,7 +408,9 @@ def main():
         check = SourceCheck(client, p["timestamp_column"], p["sequence_column"], allow=p["allow_past_source"])
     store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_reset")[1]
     result = run_or_fail(module, run_reset, "resetting the watermark", store, p, module.check_mode,
-                         targets=targets, target_check=check)
+                         targets=targets, target_check=check, audited=module_audit_params(module))
+    for warning in result.pop("_warnings", []):
+        module.warn(warning)
     for plan in result.get("tables", []):
         name = plan["table_name"]
         plan["source"] = dict(sources.get(name) or {"strategy": p["strategy"]},
