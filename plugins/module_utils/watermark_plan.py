@@ -136,8 +136,9 @@ def validate_cleanup(keep, older_than, duplicates_only, regressions_only=False):
 
 
 def default_backup_name(watermark_table_parts, now):
-    """<table>_backup_YYYYmmddTHHMMSS in the watermark table's schema (fits 63 characters)."""
-    suffix = "_backup_" + now.strftime("%Y%m%dT%H%M%S")
+    """<table>_backup_YYYYmmdd_HHMMSS in the watermark table's schema (fits 63 characters; all lower case, so
+    the name needs no quoting)."""
+    suffix = "_backup_" + now.strftime("%Y%m%d_%H%M%S")
     base = watermark_table_parts[-1][:63 - len(suffix)]
     return tuple(watermark_table_parts[:-1]) + (base + suffix,)
 

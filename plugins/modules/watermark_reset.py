@@ -313,7 +313,7 @@ backup:
   description: Backup table name or file path holding the deleted rows, or null when nothing was deleted.
   returned: always
   type: str
-  sample: offload_watermarks_backup_20260212T110203
+  sample: offload_watermarks_backup_20260212_110203
 backup_rows:
   description: Rows saved in the backup.
   returned: when a backup was made

@@ -127,6 +127,6 @@ def test_cleanup_validation_accepts():
 
 def test_default_backup_name_fits_63_and_keeps_schema():
     now = T(2026, 2, 12, 11, 2, 3)
-    assert wp.default_backup_name(("offload_watermarks",), now) == ("offload_watermarks_backup_20260212T110203",)
+    assert wp.default_backup_name(("offload_watermarks",), now) == ("offload_watermarks_backup_20260212_110203",)
     long = wp.default_backup_name(("s", "x" * 63), now)
-    assert long[0] == "s" and len(long[1]) == 63 and long[1].endswith("_backup_20260212T110203")
+    assert long[0] == "s" and len(long[1]) == 63 and long[1].endswith("_backup_20260212_110203")
