@@ -463,10 +463,10 @@ def _verify_scheduler_reads(store, plan):
     first on its own (not tied with another row); else the run is rolled back."""
     reads = store.scheduler_reads(plan["table_name"])
     mine = plan["entry"]["id"]
-    alone = len(reads) == 1 or (reads[1][1] is not None and reads[1][1] < reads[0][1])
-    if reads and reads[0][0] == mine and alone:
+    first = bool(reads) and reads[0][0] == mine
+    if first and (len(reads) == 1 or (reads[1][1] is not None and reads[1][1] < reads[0][1])):
         return
-    other = reads[0] if reads[0][0] != mine else reads[1]
+    other = reads[1] if first else reads[0]
     why = ("it has no created_at, and the scheduler's ORDER BY created_at DESC puts NULLs first"
            if other[1] is None else "its created_at %s is not before the new entry's" % format_timestamp(other[1]))
     raise OperationError(

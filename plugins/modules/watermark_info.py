@@ -92,10 +92,13 @@ EXAMPLES = r"""
       - bronze_trades_kraken
   register: wm
 
-- name: Stop when a watermark is stale (the IcebergOffloadWatermarkStale condition)
+# A missing table has no stale table to list: check that it exists too
+- name: Stop when the table is missing or a watermark is stale (the IcebergOffloadWatermarkStale condition)
   ansible.builtin.assert:
-    that: wm.stale_tables | length == 0
-    fail_msg: "stale watermark for {{ wm.stale_tables | join(', ') }}: {{ wm.findings | join('; ') }}"
+    that:
+      - wm.table_exists
+      - wm.stale_tables | length == 0
+    fail_msg: "{{ wm.findings | join('; ') }}"
 
 # Diagnosis step 5: choose the scenario
 - name: Scenario 3 when the table is missing
