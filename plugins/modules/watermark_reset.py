@@ -13,7 +13,10 @@ short_description: Create the watermark table and set a table's offload watermar
 version_added: 0.1.0
 description:
   - With O(state=present), makes sure the watermark table and its C((table_name, created_at DESC)) index exist,
-    using the runbook's Scenario 3 DDL. Idempotent.
+    using the runbook's Scenario 3 DDL. Idempotent. The index counts as present whatever its name when it is a
+    valid b-tree index on that table with those leading keys; a new one is named C(idx_<table>_table_created)
+    (the runbook's C(idx_watermarks_table_created) for C(offload_watermarks)), so a second watermark table in the
+    same schema gets its own.
   - With O(tables) and O(strategy), sets each table's watermark pair (C(max_timestamp), C(sequence_number)).
     The target comes from an explicit pair (O(strategy=pair)), from the greatest pair an existing entry holds
     (O(strategy=safe_point), runbook Scenario 4 step 5), from the latest pair moved by a duration
@@ -27,6 +30,10 @@ description:
     C(SELECT MAX(max_timestamp), MAX(sequence_number) ... GROUP BY table_name) takes each column's maximum
     separately; when the two maxima come from different rows (a regressed or corrupted entry, a sequence
     reset) it invents a pair no cycle ever wrote, which can skip rows that were never offloaded (data loss)."
+  - "Every new entry is the one the scheduler reads next: it is stamped with the transaction's C(now()), or just
+    after the table's latest C(created_at) when entries are dated in the future (a TimeZone change, a clock stepped
+    back), and before commit the module checks that the scheduler's C(ORDER BY created_at DESC LIMIT 1) returns it
+    and nothing ties with it; otherwise (an entry without C(created_at) sorts first) it rolls back and says why."
   - Refuses to move a watermark backward (below the latest entry) unless O(allow_backward=true); the rows
     between the two pairs would be offloaded again, which means duplicates in the cold tier.
   - "What the scheduler sees: while the change runs the table is locked in C(SHARE ROW EXCLUSIVE) mode, so its
@@ -257,6 +264,12 @@ created_index:
   returned: always
   type: bool
   sample: false
+index_name:
+  description: The C((table_name, created_at DESC)) index of the watermark table (null in check mode when it would
+    be created).
+  returned: always
+  type: str
+  sample: idx_watermarks_table_created
 tables:
   description: The plan and its outcome, one item per source table.
   returned: always
@@ -294,8 +307,14 @@ tables:
       description: Entries deleted (V(replace)), or that would be in check mode.
       type: int
       sample: 57
+    future_entries:
+      description:
+        - Entries of the table dated after the server's now. With O(mode=append) the new entry is stamped after
+          them, and the module warns that the scheduler's own next entries sort below it until the clock passes it.
+      type: int
+      sample: 0
     entry:
-      description: The inserted row (not in check mode).
+      description: The inserted row (not in check mode); the one the scheduler reads next.
       type: dict
       sample: {"id": 900, "table_name": "bronze_trades_binance", "max_timestamp": "2026-02-12 10:00:00",
                "sequence_number": 500, "created_at": "2026-02-12 11:02:03.456789"}
