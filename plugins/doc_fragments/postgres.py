@@ -102,7 +102,7 @@ options:
         Created on the first write. Optionally schema-qualified; resolved like O(watermark_table).
       - The parameters recorded leave out every option marked no_log (whatever its name or depth, also when
         its value came from the environment) and mask any secret value inside the others (a URL password,
-        a secret-named key of O(iceberg_catalog_properties)).
+        a secret-named key of C(iceberg_catalog_properties)).
     type: str
     default: offload_watermark_audit
   lock_timeout:

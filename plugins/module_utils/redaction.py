@@ -59,12 +59,10 @@ def _leaves(value):
     """Every scalar inside value, as text."""
     if isinstance(value, dict):
         for v in value.values():
-            for leaf in _leaves(v):
-                yield leaf
+            yield from _leaves(v)
     elif isinstance(value, (list, tuple, set)):
         for v in value:
-            for leaf in _leaves(v):
-                yield leaf
+            yield from _leaves(v)
     elif value is not None and not isinstance(value, bool):
         yield str(value)
 

@@ -95,6 +95,8 @@ def open_store(module, audit=False, application_name="k2.iceberg_offload"):
         conn.close()
         module.fail_json(msg=db_failure(e, "setting lock_timeout").msg)
     return conn, store
+
+
 def run_or_fail(module, operation, what, *args, **kwargs):
     """Run ``operation(*args, **kwargs)``; turn its errors into module.fail_json with the message;
     close the connection."""

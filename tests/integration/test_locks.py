@@ -159,9 +159,9 @@ def test_every_lock_wait_is_bounded(locked_db, pg_server, case, lock_timeout):
     if insert_can_proceed:
         # the INSERT finished while the holder's transaction was still open
         assert "error" not in insert and "seconds" in insert, insert
-        assert insert["seconds"] <= lock_timeout + 2.0, \
-            "the scheduler's INSERT waited %.1f s behind the module (lock_timeout %d)" % (insert["seconds"],
-                                                                                        lock_timeout)
+        waited = insert["seconds"]
+        assert waited <= lock_timeout + 2.0, \
+            "the scheduler's INSERT waited %.1f s behind the module (lock_timeout %d)" % (waited, lock_timeout)
     after = db.snapshot()
     if insert_can_proceed:
         # the scheduler's own entry is the only change

@@ -257,12 +257,11 @@ def test_url_credentials_are_used_not_sent_twice(clickhouse):
         SECRET_USER, SECRET_PASSWORD, hostport)))
     # system.one has no DateTime column: reaching that check means the credentials were accepted
     assert good["failed"] and "must be DateTime" in good["msg"], good["msg"]
-    bad = run_module("offload_source_info", dict(args, clickhouse_url="http://%s:%s@%s" % (SECRET_USER, URL_WRONG,
-                                                                                            hostport)))
+    bad_url = "http://%s:%s@%s" % (SECRET_USER, URL_WRONG, hostport)
+    bad = run_module("offload_source_info", dict(args, clickhouse_url=bad_url))
     assert bad["failed"] and "check clickhouse_password" in bad["msg"] and "user %s" % SECRET_USER in bad["msg"]
     assert URL_WRONG not in bad["_stdout"]
     conflict = run_module("offload_source_info", dict(args, clickhouse_user="default", clickhouse_password=CH_WRONG,
-                                                      clickhouse_url="http://%s:%s@%s" % (SECRET_USER, URL_WRONG,
-                                                                                          hostport)))
+                                                      clickhouse_url=bad_url))
     assert conflict["failed"] and "in one place" in conflict["msg"]
     assert URL_WRONG not in conflict["_stdout"] and CH_WRONG not in conflict["_stdout"]

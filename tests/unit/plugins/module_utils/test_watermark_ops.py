@@ -77,8 +77,8 @@ def test_forced_rewrite_refused_with_reason():
 
 def test_index_names_derive_from_the_table_and_fit_63_bytes():
     from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import index_name_candidates
-    assert index_name_candidates(("offload_watermarks",))[:2] == ["idx_watermarks_table_created",
-                                                                 "idx_offload_watermarks_table_created"]
+    runbook = index_name_candidates(("offload_watermarks",))
+    assert runbook[:2] == ["idx_watermarks_table_created", "idx_offload_watermarks_table_created"]
     assert index_name_candidates(("s", "other"))[0] == "idx_other_table_created"
     long = index_name_candidates(("w" * 63,))
     assert len(long) == 1 and len(long[0]) <= 63 and long[0].endswith("_table_created")
