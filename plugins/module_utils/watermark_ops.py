@@ -694,6 +694,7 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
             conn.commit()
         except psycopg2.Error as e:
             rollback_quietly(conn)
+            _remove_backup_file(out)  # the rows it holds were not deleted
             raise db_failure(e, "cleaning up %s" % store.qualified_name, store, params["lock_timeout"])
         return out
     finally:

@@ -25,7 +25,7 @@ description:
     latest entry is found by walking the C((table_name, created_at DESC)) index, the distinct table names by a
     skip scan of it, every other query is an index range bounded by the window (and by O(max_window_entries)),
     and C(total_entries) is exact up to 10000 entries per table and the statistics' estimate above unless
-    O(exact_counts=true). About 30 ms in-process on 5 million entries (docs/benchmarks.md).
+    O(exact_counts=true). Under 50 ms in-process on 5 million entries (docs/benchmarks.md).
   - A conflicting lock (a stuck C(ACCESS EXCLUSIVE)) is waited for at most O(lock_timeout) seconds; then the
     module fails and names the sessions holding it.
 extends_documentation_fragment:
