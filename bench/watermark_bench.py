@@ -6,7 +6,8 @@ for every contender:
 
 1. latest entry per table: the runbook's health-check query (GROUP BY MAX(created_at)),
    DISTINCT ON, and the index walk watermark_info uses; plus the whole watermark_info
-   work (in-process, and through ansible for reference);
+   work with its default options and with exact_counts (in-process, and through ansible
+   for reference);
 2. cleanup keeping 10 per table: the runbook's ROW_NUMBER() CTE, then watermark_cleanup
    (no backup, and with a backup table), each on a fresh copy of the same 5 M rows,
    each with a writer inserting every 50 ms whose insert waits are recorded.
@@ -52,8 +53,11 @@ WHERE id IN (
 RUNBOOK_LATEST = "SELECT table_name, NOW() - MAX(created_at) AS age FROM offload_watermarks GROUP BY table_name"
 DISTINCT_ON_LATEST = ("SELECT DISTINCT ON (table_name) id, table_name, max_timestamp, sequence_number, created_at"
                       " FROM offload_watermarks ORDER BY table_name, created_at DESC, id DESC")
+# watermark_info's defaults.
 INFO_PARAMS = {"tables": None, "stale_after": 3600, "warn_after": 1800, "cycle_seconds": 900, "lookback": "24h",
-               "burst_threshold": 10, "health": True, "count_entries": True}
+               "burst_threshold": 10, "health": True, "count_entries": True, "exact_counts": False,
+               "max_window_entries": None, "lock_timeout": 10}
+INFO_TARGET_MS = 50
 
 
 def log(msg):
@@ -135,15 +139,18 @@ def bench_latest(server, conn, results):
     assert [w["id"] for w in walked] == [r[0] for r in sql(conn, DISTINCT_ON_LATEST)]
     conn.rollback()
 
-    def info_inprocess():
+    def info_inprocess(params):
         c = psycopg2.connect(**server.dsn())
         try:
             c.set_session(readonly=True)
-            return collect_info(WatermarkStore(c, ("offload_watermarks",)), INFO_PARAMS)
+            return collect_info(WatermarkStore(c, ("offload_watermarks",)), params)
         finally:
             c.close()
-    info, t_info = timed(info_inprocess, 5)
+    info, t_info = timed(lambda: info_inprocess(INFO_PARAMS), 9)
     assert len(info["tables"]) == len(TABLES)
+    exact, t_exact = timed(lambda: info_inprocess(dict(INFO_PARAMS, exact_counts=True)), 3)
+    estimated = sum(t["total_entries"] for t in info["tables"])
+    counted = sum(t["total_entries"] for t in exact["tables"])
     r, t_ansible = timed(lambda: run_module("watermark_info", server.module_args()), 2)
     assert not r["failed"], r.get("msg")
     t_noop = timed(lambda: run_module("ansible.builtin.ping", {}), 2)[1]
@@ -152,6 +159,11 @@ def bench_latest(server, conn, results):
         "distinct_on_ms": ms(statistics.median(t_distinct)),
         "index_walk_ms": ms(statistics.median(t_walk)),
         "watermark_info_in_process_ms": ms(statistics.median(t_info)),
+        "watermark_info_exact_counts_in_process_ms": ms(statistics.median(t_exact)),
+        "total_entries_estimated": estimated,
+        "total_entries_counted": counted,
+        "window_entries_analysed": sum(t["window_entries"] for t in info["tables"]),
+        "window_truncated": any(t["window_truncated"] for t in info["tables"]),
         "watermark_info_via_ansible_ms": ms(min(t_ansible)),
         "ansible_ping_via_ansible_ms": ms(min(t_noop)),
     }
@@ -242,7 +254,7 @@ def render(results):
         return "met" if cond else "**not met**"
     lines = [
         "<!-- watermarks:begin (written by bench/watermark_bench.py; do not edit by hand) -->",
-        "## Watermark modules (issue 3)",
+        "## Watermark modules (issues 3 and 8)",
         "",
         "Command: `bench/run.sh watermarks` (rows: %d, %d source tables). Run: %s UTC, %.0f s in all."
         % (results["rows"], len(TABLES), results["started"], results["seconds"]),
@@ -250,6 +262,9 @@ def render(results):
         "Machine: %d CPUs (`nproc`), %.1f GiB memory, %s; kernel %s; PostgreSQL %s (throwaway cluster on "
         "127.0.0.1, fsync on, shared_buffers 256MB, max_wal_size 4GB; everything else default)."
         % (m["nproc"], m["memory_gib"], m["cpu_model"], m["kernel"], results["server_version"]),
+        "",
+        "Load: %s. The machine is shared (other test runs, the K2 lab); every figure here scales with it, the "
+        "ratios much less." % _load_text(results),
         "",
         "Data: `offload_watermarks` exactly as the runbook's Scenario 3 DDL, its index built, "
         "`VACUUM ANALYZE`d and checkpointed before every contender; each cleanup starts from a fresh copy "
@@ -263,11 +278,22 @@ def render(results):
         "| `DISTINCT ON (table_name) ... ORDER BY table_name, created_at DESC` | %.1f ms | |" % lt["distinct_on_ms"],
         "| watermark_info's index walk (skip scan of names + one index probe per table) | %.3f ms | ≤ 5 ms: %s |"
         % (lt["index_walk_ms"], ok(lt["index_walk_ms"] <= 5)),
-        "| whole watermark_info work, in-process (connect, all findings, health, exact counts) | %.0f ms | ≤ 1 s: %s |"
-        % (lt["watermark_info_in_process_ms"], ok(lt["watermark_info_in_process_ms"] <= 1000)),
+        "| whole watermark_info work, in-process, default options (connect, all findings, health; counts exact up "
+        "to 10 000 per table, estimated above) | %.1f ms | ≤ %d ms: %s |"
+        % (lt["watermark_info_in_process_ms"], INFO_TARGET_MS, ok(lt["watermark_info_in_process_ms"] <= INFO_TARGET_MS)),
+        "| the same with `exact_counts: true` (the whole index range counted, as every run did before) | %.0f ms | |"
+        % lt["watermark_info_exact_counts_in_process_ms"],
         "| watermark_info through `ansible` (process start-up included) | %.0f ms | |"
         % lt["watermark_info_via_ansible_ms"],
         "| for scale: `ansible.builtin.ping` through `ansible` | %.0f ms | |" % lt["ansible_ping_via_ansible_ms"],
+        "",
+        "watermark_info's work grows with the source tables and the lookback window, not with the rows: one index "
+        "probe per table for the latest entry, index ranges bounded by their time range, at most "
+        "`max_window_entries` (default 1000 for 24 h of 15-minute cycles) of the window's newest entries read and "
+        "analysed; this data has one entry every 2 s per table, so the window was cut (%s, %d entries analysed, a "
+        "finding in itself). `total_entries` estimated from the statistics: %d; counted: %d."
+        % ("truncated" if lt.get("window_truncated") else "not truncated", lt.get("window_entries_analysed", 0),
+           lt.get("total_entries_estimated", 0), lt.get("total_entries_counted", 0)),
         "",
         "### Cleanup: keep the newest 10 entries per table",
         "",
@@ -315,6 +341,15 @@ def render(results):
     return "\n".join(lines) + "\n"
 
 
+def _load_text(results):
+    if "loadavg_start" in results:
+        return "1-minute load average %.1f at the start, %.1f at the end of the run (2 CPUs)" % (
+            results["loadavg_start"][0], results["loadavg_end"][0])
+    if "loadavg_observed" in results:
+        return "1-minute load average %.1f observed during the run (2 CPUs)" % results["loadavg_observed"]
+    return "not recorded"
+
+
 def write_doc(section):
     path = os.path.join(REPO, "docs", "benchmarks.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
@@ -340,7 +375,8 @@ def main():
             log("wrote %s" % write_doc(render(json.load(f))))
         return 0
     started = time.time()
-    results = {"started": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), "machine": machine()}
+    results = {"started": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), "machine": machine(),
+               "loadavg_start": os.getloadavg()}
     server = PostgresServer(args.port).start()
     try:
         conn = psycopg2.connect(**server.dsn())
@@ -356,6 +392,7 @@ def main():
     finally:
         server.stop()
     results["seconds"] = time.time() - started
+    results["loadavg_end"] = os.getloadavg()
     os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
     results["json"] = os.path.join(REPO, "bench", "results",
                                    "watermarks-%s.json" % time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
@@ -369,8 +406,8 @@ def main():
     failed = []
     if results["latest"]["index_walk_ms"] > 5:
         failed.append("latest entry per table > 5 ms")
-    if results["latest"]["watermark_info_in_process_ms"] > 1000:
-        failed.append("watermark_info > 1 s")
+    if results["latest"]["watermark_info_in_process_ms"] > INFO_TARGET_MS:
+        failed.append("watermark_info > %d ms" % INFO_TARGET_MS)
     if cl["speedup_no_backup"] < 5:
         failed.append("cleanup < 5x faster than the runbook")
     if max(cl[k]["writer"]["p99_ms"] for k in ("module_auto_no_backup", "module_delete_no_backup",

@@ -17,6 +17,10 @@ options:
       - URL of ClickHouse's HTTP interface (not the native TCP port 9000).
       - Falls back to the E(CLICKHOUSE_URL) environment variable.
       - The lab publishes it as V(http://127.0.0.1:18123).
+      - "Credentials in the URL (C(http://user:password@host:8123/), percent-encoded) are used as the user
+        and password, sent in the C(X-ClickHouse-User/Key) headers only; when O(clickhouse_user) or
+        O(clickhouse_password) say something else, the module refuses. The password is masked in every
+        output; prefer O(clickhouse_password), which is never logged."
     type: str
     default: http://127.0.0.1:8123
   clickhouse_user:
@@ -27,7 +31,8 @@ options:
     default: default
   clickhouse_password:
     description:
-      - Password of O(clickhouse_user), sent in the C(X-ClickHouse-Key) header, never in the URL.
+      - Password of O(clickhouse_user), sent in the C(X-ClickHouse-Key) header, never in the URL (nor as
+        HTTP basic auth, also not from C(~/.netrc)).
       - Falls back to E(CLICKHOUSE_PASSWORD).
     type: str
     default: ''

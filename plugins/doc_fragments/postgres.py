@@ -59,8 +59,11 @@ options:
   watermark_table:
     description:
       - The watermark table, optionally schema-qualified (C(schema.table)).
-      - Only ASCII letters, digits and underscores are accepted in each part (at most 63 characters,
-        not starting with a digit); anything else is refused rather than quoted.
+      - Resolved the way PostgreSQL resolves names in SQL. An unquoted part is ASCII letters, digits and
+        underscores (at most 63 characters, not starting with a digit) and is folded to lower case, so
+        C(Offload_Watermarks) is the scheduler's C(offload_watermarks). A double-quoted part
+        (C("Offload_Watermarks"), C(k2."Tbl")) is taken exactly, for a case-sensitive table; it may hold
+        letters, digits, C(_), C($) and C(-). Anything else is refused rather than quoted.
     type: str
     default: offload_watermarks
 requirements:
@@ -71,6 +74,22 @@ notes:
     ISO 8601 with or without an offset (without one, UTC is assumed) and are converted to UTC.
   - The latest entry of a table is the first by C(created_at DESC, id DESC), which is what the scheduler's
     C(ORDER BY created_at DESC LIMIT 1) reads; C(id) breaks ties between rows written in one transaction.
+  - No secret (an option marked no_log, its environment fallback, a URL password, a secret-named key of a
+    property dictionary) appears in results, messages, warnings, audit rows, backups or files.
+"""
+
+    # lock_timeout, for every module that reads or writes the watermark table.
+    LOCK_TIMEOUT = r"""
+options:
+  lock_timeout:
+    description:
+      - Seconds any statement of the run may wait for a lock (a table lock, a row lock, DDL, the advisory
+        lock that keeps two recovery runs apart). When the wait reaches it, the run fails, names the sessions
+        holding the lock and writes nothing.
+      - V(0) means do not wait at all (C(NOWAIT)); it does not mean PostgreSQL's wait forever. Negative
+        values are refused.
+    type: int
+    default: 10
 """
 
     # Options of the modules that change the watermark table.
@@ -80,13 +99,20 @@ options:
     description:
       - Table receiving one audit row per change (when, database user, client address and host, module,
         parameters, before, after, rows affected, backup), written in the same transaction as the change.
-        Created on the first write. Optionally schema-qualified.
+        Created on the first write. Optionally schema-qualified; resolved like O(watermark_table).
+      - The parameters recorded leave out every option marked no_log (whatever its name or depth, also when
+        its value came from the environment) and mask any secret value inside the others (a URL password,
+        a secret-named key of C(iceberg_catalog_properties)).
     type: str
     default: offload_watermark_audit
   lock_timeout:
     description:
-      - Seconds to wait for the advisory lock that keeps two recovery runs apart, and for the table lock.
-        When another run holds the advisory lock longer, the module fails and names that session.
+      - Seconds any statement of the run may wait for a lock; for the advisory lock that keeps two recovery
+        runs apart and the table lock that follows it, one budget of that many seconds in all. When the wait
+        reaches it, the run fails, names the sessions holding the lock and writes nothing; the scheduler's
+        C(INSERT) queued behind the run's lock request proceeds.
+      - V(0) means do not wait at all (C(LOCK ... NOWAIT), the smallest PostgreSQL lock_timeout elsewhere);
+        it does not mean PostgreSQL's wait forever. Negative values are refused.
     type: int
     default: 10
   backup:
@@ -101,8 +127,9 @@ options:
     default: table
   backup_table:
     description:
-      - Name of the backup table for O(backup=table), optionally schema-qualified; it must not exist yet.
-      - Default C(<watermark table>_backup_<UTC time>) in the watermark table's schema.
+      - Name of the backup table for O(backup=table), optionally schema-qualified and resolved like
+        O(watermark_table); it must not exist yet.
+      - Default C(<watermark table>_backup_<YYYYmmdd_HHMMSS UTC>) in the watermark table's schema.
     type: str
   backup_dir:
     description:

@@ -30,6 +30,7 @@ import json
 import math
 import re
 import traceback
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 try:
     import requests
@@ -42,6 +43,7 @@ except ImportError:  # pragma: no cover - exercised only without requests
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import redact_urls
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     Watermark, WatermarkError, format_timestamp)
 
@@ -303,13 +305,43 @@ def parse_error(body):
     return int(m.group("code")), m.group("text").strip()
 
 
+def split_url_credentials(url, user="default", password=""):
+    """``http://user:secret@host:8123/`` -> (``http://host:8123/``, user, password).
+
+    Credentials in the URL are used as the user and password (sent in the X-ClickHouse-User/Key
+    headers, never as HTTP basic auth as well, which ClickHouse refuses in combination). When
+    clickhouse_user or clickhouse_password also say something different, the call is refused:
+    the credentials must come from one place. No message contains the password.
+    """
+    if not isinstance(url, str) or "@" not in url:
+        return url, user, password
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, user, password
+    userinfo, hostport = parts.netloc.rsplit("@", 1)
+    url_user, has_password, url_password = userinfo.partition(":")
+    url_user, url_password = unquote(url_user), unquote(url_password)
+    if url_user and user not in (None, "", "default", url_user):
+        raise ClickHouseInputError(
+            "clickhouse_url names the user %r and clickhouse_user says %r; give the credentials in one place "
+            "(preferably clickhouse_user and clickhouse_password, which is never logged)" % (url_user, user))
+    if has_password and password and password != url_password:
+        raise ClickHouseInputError(
+            "clickhouse_url carries a password and clickhouse_password holds a different one; give the password "
+            "in one place (preferably clickhouse_password, which is never logged)")
+    return (urlunsplit(parts._replace(netloc=hostport)), url_user or user,
+            url_password if has_password else password)
+
+
 class ClickHouseClient(object):
     def __init__(self, url="http://127.0.0.1:8123", user="default", password="", database="default",
                  timeout=60.0, connect_timeout=5.0, validate_certs=True, ca_cert=None, session=None):
-        if not isinstance(url, str) or not re.match(r"https?://[^\s/?#]+(/[^\s?#]*)?\Z", url):
+        if isinstance(url, str):
+            url, user, password = split_url_credentials(url, user, password)
+        if not isinstance(url, str) or not re.match(r"https?://[^\s/?#@]+(/[^\s?#]*)?\Z", url):
             raise ClickHouseInputError(
                 "clickhouse_url must be an http:// or https:// URL such as http://127.0.0.1:8123, "
-                "got %r" % (url,))
+                "got %r" % (redact_urls(url),))
         self.url = url.rstrip("/") + "/"
         self.user = user or "default"
         self.password = password or ""
@@ -342,9 +374,10 @@ class ClickHouseClient(object):
         headers = {"X-ClickHouse-User": self.user, "X-ClickHouse-Key": self.password,
                    "Content-Type": "text/plain; charset=utf-8"}
         try:
+            # auth=_no_auth: the credentials go in the headers only, never also as basic auth from ~/.netrc
             resp = self.session.post(self.url, params={"database": self.database},
                                      data=(sql + " FORMAT JSONCompact").encode("utf-8"),
-                                     headers=headers, timeout=self.timeout, verify=self.verify)
+                                     headers=headers, timeout=self.timeout, verify=self.verify, auth=_no_auth)
         except requests.exceptions.SSLError as e:
             raise ClickHouseError("TLS verification of %s failed (%s); set clickhouse_ca_cert to the "
                                   "CA that signed the server's certificate" % (self._where(), e))
@@ -434,6 +467,10 @@ class ClickHouseClient(object):
         return {"rows": count, "max_pair": pair}
 
 
+def _no_auth(request):
+    return request
+
+
 def _is_datetime(type_name):
     return type_name == "DateTime" or type_name.startswith("DateTime(")
 
@@ -443,7 +480,7 @@ def _is_integer(type_name):
 
 
 def _short(exc):
-    text = str(exc)
+    text = redact_urls(str(exc))
     m = re.search(r"\[Errno -?\d+\] [^')\]]+", text)
     return m.group(0) if m else text[:300]
 
@@ -468,7 +505,15 @@ def lookback_watermark(client, table, lookback_seconds=86400, now=None,
     """
     if now is None:
         now = client.server_info()["now"]
-    cutoff = lookback_cutoff(now, lookback_seconds)
+    try:
+        cutoff = lookback_cutoff(now, lookback_seconds)
+    except OverflowError:
+        cutoff = None
+    if cutoff is None or cutoff < EPOCH:
+        raise ClickHouseInputError(
+            "lookback %ds reaches before 1970 (the server's now is %s); ClickHouse DateTime starts at 1970, so "
+            "there is no source row to take a watermark from. Use a shorter lookback, strategy=cold_tier or an "
+            "explicit pair" % (lookback_seconds, format_timestamp(now)))
     before = client.before_cutoff(table, cutoff, ts_col, seq_col)
     if before["max_pair"] is None:
         raise NoSourceRowsError(

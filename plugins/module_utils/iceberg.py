@@ -58,6 +58,7 @@ except ImportError:  # pragma: no cover - exercised only without the libraries
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import redact_urls
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     Watermark, WatermarkError, format_timestamp, parse_sequence, parse_timestamp)
 
@@ -249,12 +250,12 @@ def open_table(identifier=None, catalog_name="default", catalog_properties=None,
     except IcebergError:
         raise
     except (NoSuchTableError, NoSuchNamespaceError) as e:
-        raise IcebergError("Iceberg table %s not found in catalog %s: %s"
-                           % (identifier, catalog_name, e))
+        raise IcebergError(redact_urls("Iceberg table %s not found in catalog %s: %s"
+                                       % (identifier, catalog_name, e)))
     except Exception as e:  # pyiceberg raises many kinds; the message is what matters
-        raise IcebergError("cannot open Iceberg table %s (%s: %s); check iceberg_catalog_properties "
-                           "or iceberg_table_location"
-                           % (identifier or table_location, type(e).__name__, str(e)[:400]))
+        raise IcebergError(redact_urls("cannot open Iceberg table %s (%s: %s); check iceberg_catalog_properties "
+                                       "or iceberg_table_location"
+                                       % (identifier or table_location, type(e).__name__, str(e)[:400])))
 
 
 def open_table_from_params(params, identifier=None, table_location=None, for_write=False):

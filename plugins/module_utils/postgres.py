@@ -33,10 +33,17 @@ except ImportError:
 
 SSL_MODES = ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]
 
-# An unquoted PostgreSQL identifier, ASCII only, at most 63 bytes (NAMEDATALEN-1).
-# Quotes, dots inside a part, spaces, unicode and SQL are refused rather than quoted:
-# a watermark table name never needs them, and refusing is the safer answer.
-_IDENT_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+# Table names are resolved as PostgreSQL resolves them: an unquoted part is an ASCII identifier
+# folded to lower case; a double-quoted part ("Offload_Watermarks") is taken exactly as written,
+# for the rare case-sensitive table. Each part is at most 63 bytes (NAMEDATALEN-1). Spaces,
+# semicolons, unicode and quotes inside a part are refused rather than quoted: a watermark table
+# name never needs them, and refusing is the safer answer.
+_UNQUOTED_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+_QUOTED_RE = re.compile(r"\A[A-Za-z0-9_$\-]{1,63}\Z")
+_PLAIN_RE = re.compile(r"\A[a-z_][a-z0-9_]*\Z")
+
+# lock_timeout is given in seconds; PostgreSQL's setting is an int of milliseconds.
+MAX_LOCK_TIMEOUT = 2147483
 
 
 class TableNameError(ValueError):
@@ -60,11 +67,16 @@ def postgres_common_argument_spec():
     )
 
 
+def lock_timeout_argument_spec():
+    """``lock_timeout`` (seconds; 0 = do not wait), shared by every module that reads or writes the table."""
+    return dict(lock_timeout=dict(type="int", default=10))
+
+
 def watermark_write_argument_spec():
     """Options of the modules that change the watermark table (doc fragment postgres.WRITE)."""
     return dict(
         audit_table=dict(type="str", default="offload_watermark_audit"),
-        lock_timeout=dict(type="int", default=10),
+        lock_timeout=lock_timeout_argument_spec()["lock_timeout"],
         backup=dict(type="str", choices=["table", "file", "none"], default="table"),
         backup_table=dict(type="str"),
         backup_dir=dict(type="path", default="/tmp"),
@@ -118,18 +130,66 @@ def connect_to_db(module, params=None, application_name=None):
     return conn, None
 
 
+def _split_parts(name):
+    """``a``, ``a.b``, ``"A"``, ``a."B"`` -> [(text, quoted)]; None when the quoting is malformed."""
+    parts, i = [], 0
+    while True:
+        if name.startswith('"', i):
+            end = name.find('"', i + 1)
+            if end < 0:
+                return None
+            parts.append((name[i + 1:end], True))
+            i = end + 1
+        else:
+            end = name.find(".", i)
+            end = len(name) if end < 0 else end
+            parts.append((name[i:end], False))
+            i = end
+        if i == len(name):
+            return parts
+        if name[i] != ".":
+            return None
+        i += 1
+
+
 def parse_table_name(name, option="watermark_table"):
-    """``'t'`` or ``'schema.t'`` -> tuple of parts; anything else raises TableNameError."""
+    """``'t'``, ``'schema.t'``, ``'"T"'`` or ``'schema."T"'`` -> tuple of the real name parts.
+
+    Unquoted parts are folded to lower case, as PostgreSQL folds unquoted identifiers, so
+    ``Offload_Watermarks`` is the scheduler's ``offload_watermarks``; a double-quoted part is
+    kept exactly. Anything else raises TableNameError.
+    """
     if not isinstance(name, str) or not name:
         raise TableNameError("%s must be a table name such as offload_watermarks or "
                              "public.offload_watermarks, got %r" % (option, name))
-    parts = name.split(".")
-    if len(parts) > 2 or not all(_IDENT_RE.match(p) for p in parts):
+    split = _split_parts(name)
+    valid = split is not None and 1 <= len(split) <= 2 and all(
+        (_QUOTED_RE if quoted else _UNQUOTED_RE).match(text) for text, quoted in split)
+    if not valid:
         raise TableNameError(
             "%s %r is not a valid table name: use letters, digits and underscores (ASCII, at most "
-            "63 characters, not starting with a digit), optionally qualified by a schema as schema.table"
+            "63 characters, not starting with a digit), optionally qualified by a schema as schema.table; "
+            "unquoted names are folded to lower case as PostgreSQL does, and a double-quoted part "
+            "(\"Offload_Watermarks\", letters, digits, _, $ and - only) names a case-sensitive table"
             % (option, name[:100] + ("..." if len(name) > 100 else "")))
-    return tuple(parts)
+    return tuple(text if quoted else text.lower() for text, quoted in split)
+
+
+def display_name(parts):
+    """The name as SQL would spell it: plain lower-case parts bare, others double-quoted."""
+    return ".".join(p if _PLAIN_RE.match(p) else '"%s"' % p for p in parts)
+
+
+def parse_lock_timeout(value):
+    """Seconds (int) -> milliseconds for PostgreSQL's lock_timeout; 0 means do not wait.
+
+    PostgreSQL's own 0 means wait forever, so 0 becomes the smallest wait there is (1 ms)
+    and the LOCK statements add NOWAIT. Negative values are refused.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > MAX_LOCK_TIMEOUT:
+        raise ValueError("lock_timeout must be a whole number of seconds from 0 (do not wait) to %d, got %r"
+                         % (MAX_LOCK_TIMEOUT, value))
+    return max(1, value * 1000)
 
 
 def identifier(parts):

@@ -16,11 +16,14 @@ import os
 import time
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    TableNameError, connect_to_db, ensure_required_libs, error_text, parse_table_name, pg_sql, psycopg2)
+    TableNameError, connect_to_db, ensure_required_libs, error_text, parse_lock_timeout, parse_table_name,
+    postgres_common_argument_spec, pg_sql, psycopg2, watermark_write_argument_spec)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import audit_parameters
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
-    WatermarkError, parse_duration, utcnow)
+    WatermarkError, format_timestamp, parse_duration, utcnow)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import (
-    TableFacts, compute_target, default_backup_name, plan_reset, validate_cleanup)
+    TableFacts, analyse_window, compute_target, default_backup_name, plan_reset, validate_cleanup,
+    window_entries_limit)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sources import SourceError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import WatermarkStore
 
@@ -28,13 +31,23 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql i
 MAX_TABLE_NAME = 255
 
 
-# Never written to the audit table.
-SECRET_PARAMS = ("login_password",)
+# total_entries is exact up to this many entries per table; above, the planner's estimate
+# (exact_counts: true counts them all).
+EXACT_COUNT_CAP = 10000
 
 
-def audit_params(params):
-    """The module parameters worth recording: no secrets, no unset values."""
-    return dict((k, v) for k, v in params.items() if k not in SECRET_PARAMS and v is not None)
+def audit_params(params, argument_spec=None, secrets=()):
+    """The module parameters worth recording: no option marked no_log in ``argument_spec`` (by default
+    the PostgreSQL options' spec), no value that came from one (``secrets``: the module's
+    no_log_values), no URL password, no unset value."""
+    if argument_spec is None:
+        argument_spec = dict(postgres_common_argument_spec(), **watermark_write_argument_spec())
+    return audit_parameters(params, argument_spec, secrets)
+
+
+def module_audit_params(module):
+    """audit_params for a module: its own argument spec and every value Ansible will not log."""
+    return audit_params(module.params, module.argument_spec, module.no_log_values)
 
 
 class OperationError(Exception):
@@ -60,25 +73,35 @@ def check_source_table_names(names, option="tables"):
 
 
 def open_store(module, audit=False, application_name="k2.iceberg_offload"):
-    """Validate names, connect; returns (conn, store). Fails the module on error."""
+    """Validate names and lock_timeout, connect, bound every lock wait of the session by lock_timeout;
+    returns (conn, store). Fails the module on error."""
     ensure_required_libs(module)
     try:
         table = parse_table_name(module.params["watermark_table"], "watermark_table")
         audit_table = parse_table_name(module.params["audit_table"], "audit_table") if audit else None
         if audit and module.params.get("backup_table"):
             parse_table_name(module.params["backup_table"], "backup_table")
-    except TableNameError as e:
+        lock_ms = parse_lock_timeout(module.params.get("lock_timeout", 10))
+    except (TableNameError, ValueError) as e:
         module.fail_json(msg=str(e))
     conn, err = connect_to_db(module, application_name=application_name)
     if err:
         module.fail_json(msg=err)
-    return conn, WatermarkStore(conn, table, audit_table)
+    store = WatermarkStore(conn, table, audit_table)
+    try:
+        store.set_lock_timeout(lock_ms, local=False)
+        conn.commit()
+    except psycopg2.Error as e:
+        conn.close()
+        module.fail_json(msg=db_failure(e, "setting lock_timeout").msg)
+    return conn, store
 
 
 def run_or_fail(module, operation, what, *args, **kwargs):
     """Run ``operation(*args, **kwargs)``; turn its errors into module.fail_json with the message;
     close the connection."""
-    conn = args[0].conn
+    store = args[0]
+    conn = store.conn
     try:
         return operation(*args, **kwargs)
     except OperationError as e:
@@ -86,20 +109,41 @@ def run_or_fail(module, operation, what, *args, **kwargs):
     except WatermarkError as e:
         module.fail_json(msg=str(e))
     except psycopg2.Error as e:
-        module.fail_json(msg=db_failure(e, what).msg)
+        failure = db_failure(e, what, store, module.params.get("lock_timeout"))
+        module.fail_json(msg=failure.msg, **failure.extra)
     finally:
         conn.close()
 
 
-def db_failure(exc, what):
-    """An OperationError for a database error during ``what``, with advice."""
+def _describe_holders(holders):
+    return "; ".join("pid %s (%s, %s, %s on %s, since %s: %s)" % (
+        h["pid"], h["application_name"] or "no application_name", h["state"], h["mode"], h["relation"],
+        h["xact_start"], h["query"]) for h in holders) or "the holder has gone"
+
+
+def db_failure(exc, what, store=None, lock_timeout=None):
+    """An OperationError for a database error during ``what``, with advice; a lock timeout names the
+    sessions holding the watermark (or audit) table."""
     text = error_text(exc)
     code = getattr(exc, "pgcode", None)
+    extra = {}
     if code == "42501":
         hint = ("the role lacks a privilege; run with the table owner (the runbook uses prefect) "
                 "or GRANT the privilege")
     elif code == "55P03":
-        hint = "another session holds the table (see pg_locks); retry, or raise lock_timeout"
+        holders = []
+        if store is not None:
+            rollback_quietly(store.conn)
+            try:
+                holders = store.lock_holders()
+                store.conn.rollback()
+            except psycopg2.Error:
+                rollback_quietly(store.conn)
+        extra["lock_holders"] = holders
+        waited = ("did not wait (lock_timeout=0)" if lock_timeout == 0 else
+                  "waited lock_timeout=%ss" % lock_timeout if lock_timeout is not None else "waited lock_timeout")
+        hint = ("another session holds a conflicting lock and this run %s; nothing was written. Holding it: %s. "
+                "Retry when it is gone, end that session, or raise lock_timeout" % (waited, _describe_holders(holders)))
     elif code in ("40001", "40P01"):
         hint = "a concurrent change conflicted; nothing was written, run again"
     elif isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
@@ -107,7 +151,7 @@ def db_failure(exc, what):
                 "changed (runbook Scenario 2)")
     else:
         hint = "nothing was written (the transaction was rolled back)"
-    return OperationError("%s failed: %s; %s" % (what, text, hint))
+    return OperationError("%s failed: %s; %s" % (what, text, hint), **extra)
 
 
 def rollback_quietly(conn):
@@ -118,28 +162,50 @@ def rollback_quietly(conn):
 
 
 def acquire_advisory_lock(store, timeout_seconds):
-    """Session advisory lock keeping two recovery runs apart; waits up to ``timeout_seconds``."""
+    """Session advisory lock keeping two recovery runs apart; tries for up to ``timeout_seconds``
+    (0: once) without ever queueing. Returns the lock key (for advisory_unlock)."""
+    key = store.lock_key()
     deadline = time.monotonic() + max(0, timeout_seconds)
     while True:
-        got = store.try_advisory_lock()
+        got = store.try_advisory_lock(key)
         store.conn.commit()
         if got:
-            return
+            return key
         if time.monotonic() >= deadline:
-            holder = store.advisory_lock_holder()
+            holder = store.advisory_lock_holder(key)
             store.conn.commit()
+            waited = "did not wait (lock_timeout=0)" if not timeout_seconds else "waited %ss" % timeout_seconds
             raise OperationError(
-                "another watermark recovery run holds the lock on %s (%s); wait for it to finish or end "
-                "that session, then run again" % (store.qualified_name, holder or "session not visible"),
+                "another watermark recovery run holds the lock on %s (%s) and this run %s; wait for it to finish "
+                "or end that session, then run again" % (store.qualified_name, holder or "session not visible", waited),
                 lock_holder=holder)
-        time.sleep(0.2)
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def release_advisory_lock(store, key):
+    try:
+        store.conn.rollback()
+        store.advisory_unlock(key)
+        store.conn.commit()
+    except psycopg2.Error:
+        pass
+
+
+def remaining_ms(deadline):
+    """What is left of a lock budget, in milliseconds (at least 1: PostgreSQL's 0 waits forever)."""
+    return max(1, int((deadline - time.monotonic()) * 1000))
 
 
 # -- inspect (watermark_info) --------------------------------------------------------------------
 def collect_info(store, params):
+    """Everything watermark_info reports. The work grows with the number of source tables and the
+    lookback window, not with the table's rows: one index probe per table for the latest entry, index
+    ranges bounded by the window (at most ``max_window_entries`` rows read per table), and a count that
+    is exact up to EXACT_COUNT_CAP entries and the planner's estimate above (unless exact_counts)."""
     result = {"watermark_table": store.qualified_name, "findings": []}
     result["table_exists"] = store.table_exists()
-    result["index_exists"] = store.index_exists() if result["table_exists"] else False
+    result["index_name"] = store.find_index() if result["table_exists"] else None
+    result["index_exists"] = result["index_name"] is not None
     if params.get("health", True):
         result["health"] = store.health()
     if not result["table_exists"]:
@@ -152,21 +218,24 @@ def collect_info(store, params):
             % store.qualified_name)
         return result
     if not result["index_exists"]:
-        result["findings"].append("index idx_watermarks_table_created is missing: latest-entry lookups scan "
-                                  "the table (watermark_reset state=present creates it)")
+        result["findings"].append("no (table_name, created_at DESC) index on %s (the runbook's "
+                                  "idx_watermarks_table_created): latest-entry lookups scan the table "
+                                  "(watermark_reset state=present creates it)" % store.qualified_name)
     names = check_source_table_names(params.get("tables")) or store.table_names()
     lookback = parse_duration(params.get("lookback") or "24h", "lookback")
     cycle = params["cycle_seconds"]
+    limit = window_entries_limit(lookback, cycle, params.get("max_window_entries"))
     tables = []
     for name in names:
         item = {"table_name": name}
         latest = store.latest(name)
         if latest is None:
             item.update(latest=None, age_seconds=None, stale=True, warning=True, entries_last_hour=0,
-                        expected_entries_last_hour=3600.0 / cycle)
+                        expected_entries_last_hour=3600.0 / cycle, future_entries=0)
             result["findings"].append("%s has no watermark entry (runbook Scenario 3)" % name)
             if params.get("count_entries", True):
                 item["total_entries"] = 0
+                item["total_entries_exact"] = True
             tables.append(item)
             continue
         latest.pop("pair")
@@ -174,21 +243,41 @@ def collect_info(store, params):
         item["latest"] = latest
         item["age_seconds"] = age
         item["data_lag_seconds"] = latest.pop("data_lag_seconds")
+        future, future_max, server_now = store.future_entries(name)
+        item["future_entries"] = future
         item["stale"] = age is None or age > params["stale_after"]
-        item["warning"] = age is None or age > params["warn_after"]
+        # A future-dated latest entry has a negative age that says nothing about the scheduler.
+        item["warning"] = age is None or age > params["warn_after"] or age < 0
         item["entries_last_hour"] = store.count_recent(name, 3600)
         item["expected_entries_last_hour"] = 3600.0 / cycle
         if params.get("count_entries", True):
-            item["total_entries"] = store.count_entries(name)
-        item.update(store.window_findings(name, lookback, 2 * cycle, params["burst_threshold"]))
+            item.update(_total_entries(store, name, params.get("exact_counts", False)))
+        rows = store.window_rows(name, lookback, limit + 1)
+        item["window_entries"] = min(len(rows), limit)
+        item["window_truncated"] = len(rows) > limit
+        item.update(analyse_window(rows[:limit], 2 * cycle, params["burst_threshold"]))
+        lookback_text = params.get("lookback") or "24h"
+        if future:
+            result["findings"].append(
+                "%s: %d entr%s dated after the server's now (%s), the latest at %s: the server's TimeZone "
+                "changed or its clock was stepped back. The scheduler reads the latest by created_at, so it "
+                "reads a future-dated entry and its own new entries (stamped now()) sort below it; age_seconds "
+                "is negative and says nothing about the scheduler. Future-dated entries are left out of the "
+                "gap, regression and burst analysis" % (name, future, "y is" if future == 1 else "ies are",
+                                                        format_timestamp(server_now), format_timestamp(future_max)))
         if item["stale"]:
             result["findings"].append("%s: watermark stale, last entry %.0f s ago (> %d s)"
                                       % (name, age or 0, params["stale_after"]))
-        elif item["warning"]:
+        elif item["warning"] and age >= 0:
             result["findings"].append("%s: last entry %.0f s ago (> %d s)" % (name, age, params["warn_after"]))
+        if item["window_truncated"]:
+            result["findings"].append(
+                "%s: more than %d entries in the last %s (a cycle every %d s writes about %.0f): only the newest "
+                "%d were analysed; that many entries is itself a duplicate burst (runbook Scenario 4)"
+                % (name, limit, lookback_text, cycle, lookback / cycle, limit))
         if item["regression_count"]:
             result["findings"].append("%s: %d regression(s) in the last %s (runbook Scenario 4)"
-                                      % (name, item["regression_count"], params.get("lookback") or "24h"))
+                                      % (name, item["regression_count"], lookback_text))
         if item["duplicate_bursts"]:
             result["findings"].append("%s: duplicate bursts, more than %d entries in an hour (runbook Scenario 4)"
                                       % (name, params["burst_threshold"]))
@@ -198,6 +287,15 @@ def collect_info(store, params):
     result["stale_tables"] = [t["table_name"] for t in tables if t["stale"]]
     result["warning_tables"] = [t["table_name"] for t in tables if t["warning"]]
     return result
+
+
+def _total_entries(store, name, exact):
+    if exact:
+        return {"total_entries": store.count_entries(name), "total_entries_exact": True}
+    n = store.count_entries_up_to(name, EXACT_COUNT_CAP)
+    if n <= EXACT_COUNT_CAP:
+        return {"total_entries": n, "total_entries_exact": True}
+    return {"total_entries": max(store.estimate_entries(name) or 0, n), "total_entries_exact": False}
 
 
 # -- reset (watermark_reset) ---------------------------------------------------------------------
@@ -220,6 +318,7 @@ def _plans(store, names, strategy, params, table_exists, targets=None, target_ch
         except (WatermarkError, SourceError) as e:
             raise OperationError(str(e))
         plan = plan_reset(facts, target, params["mode"], params["allow_backward"])
+        plan["future_entries"] = store.future_entries(name)[0] if table_exists and facts.latest is not None else 0
         plan["_target"] = target
         plans.append(plan)
     return plans
@@ -249,17 +348,22 @@ def _backup(store, params, where_sql, where_params, now):
 
 
 def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.watermark_reset", targets=None,
-              target_check=None):
+              target_check=None, audited=None):
     """Ensure the table, then move each table's watermark to its target. See the module's docs.
 
     ``targets``: {table: Watermark} computed elsewhere (ClickHouse, Iceberg); ``target_check``:
-    a callable(table, target) raising SourceError to refuse a target (past the source).
+    a callable(table, target) raising SourceError to refuse a target (past the source);
+    ``audited``: the parameters to record (module_audit_params), by default audit_params(params).
     """
     conn = store.conn
+    audited = audit_params(params) if audited is None else audited
+    lock_timeout = params["lock_timeout"]
     out = {"changed": False, "watermark_table": store.qualified_name, "created_table": False,
-           "created_index": False, "tables": [], "backup": None, "audit_ids": []}
+           "created_index": False, "index_name": None, "tables": [], "backup": None, "audit_ids": [],
+           "_warnings": []}
     exists = store.table_exists()
-    index = store.index_exists() if exists else False
+    out["index_name"] = store.find_index() if exists else None
+    index = out["index_name"] is not None
     conn.rollback()
     names = check_source_table_names(params.get("tables"))
     strategy = params.get("strategy")
@@ -281,20 +385,24 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
         out["created_index"] = not index
         if not check_mode:
             try:
-                store.create_table()
+                out["index_name"] = store.create_table()
                 store.ensure_audit_table()
                 out["audit_ids"].append(store.audit(
-                    module_name, None, audit_params(params), None,
-                    {"created_table": not exists, "created_index": not index}, 0))
+                    module_name, None, audited, None,
+                    {"created_table": not exists, "created_index": not index, "index_name": out["index_name"]}, 0))
                 conn.commit()
+            except ValueError as e:
+                rollback_quietly(conn)
+                raise OperationError("creating %s failed: %s; nothing was written" % (store.qualified_name, e))
             except psycopg2.Error as e:
                 rollback_quietly(conn)
-                raise db_failure(e, "creating %s" % store.qualified_name)
+                raise db_failure(e, "creating %s" % store.qualified_name, store, lock_timeout)
             exists = True
     if not names:
         return out
 
-    acquire_advisory_lock(store, params["lock_timeout"])
+    deadline = time.monotonic() + lock_timeout
+    key = acquire_advisory_lock(store, lock_timeout)
     try:
         plans = _plans(store, names, strategy, params, exists, targets, target_check)
         conn.rollback()
@@ -302,9 +410,8 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
             return _reset_result(out, plans, check_mode=True)
         # Under the table lock the facts are read again: the plan written is the plan checked.
         try:
-            store.set_lock_timeout(params["lock_timeout"] * 1000, local=False)
-            conn.commit()
-            store.lock_for_write()
+            store.set_lock_timeout(remaining_ms(deadline))
+            store.lock_for_write(nowait=lock_timeout == 0)
             plans = _plans(store, names, strategy, params, True, targets, target_check)
             refused = [p["refused"] for p in plans if p["refused"]]
             if refused:
@@ -324,22 +431,58 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
                 deleted = store.delete_table_entries(p["table_name"]) if p["action"] == "replace" else 0
                 p["entries_deleted"] = deleted
                 p["entry"] = store.insert(p["table_name"], p["_target"])
+                _verify_scheduler_reads(store, p)
                 out["audit_ids"].append(store.audit(
-                    module_name, p["table_name"], audit_params(params), {"latest": p["before"], "entries": p["entries_before"]},
-                    {"latest": p["after"], "entries": (1 if p["action"] == "replace" else p["entries_before"] + 1)},
+                    module_name, p["table_name"], audited, {"latest": p["before"], "entries": p["entries_before"]},
+                    {"latest": p["after"], "entries": (1 if p["action"] == "replace" else p["entries_before"] + 1),
+                     "created_at": p["entry"]["created_at"]},
                     deleted + 1, out["backup"]))
             conn.commit()
+        except OperationError:
+            rollback_quietly(conn)
+            _remove_backup_file(out)
+            raise
         except psycopg2.Error as e:
             rollback_quietly(conn)
-            raise db_failure(e, "resetting the watermark in %s" % store.qualified_name)
+            _remove_backup_file(out)
+            raise db_failure(e, "resetting the watermark in %s" % store.qualified_name, store, lock_timeout)
+        for p in plans:
+            if p["action"] == "append" and p["future_entries"]:
+                out["_warnings"].append(
+                    "%s had %d entr%s dated after the server's now (a TimeZone change or a clock stepped back); the "
+                    "new entry is stamped %s, after them, so the scheduler reads it. The scheduler's own next "
+                    "entries (stamped now()) will sort below it until the server's clock passes that time: fix the "
+                    "server's TimeZone or clock, or reset with mode=replace (after a backup)"
+                    % (p["table_name"], p["future_entries"], "y" if p["future_entries"] == 1 else "ies",
+                       p["entry"]["created_at"]))
         return _reset_result(out, plans, check_mode=False)
     finally:
-        try:
-            conn.rollback()
-            store.advisory_unlock()
-            conn.commit()
-        except psycopg2.Error:
-            pass
+        release_advisory_lock(store, key)
+
+
+def _verify_scheduler_reads(store, plan):
+    """Before commit: the new entry must be what the scheduler's ORDER BY created_at DESC LIMIT 1 reads,
+    first on its own (not tied with another row); else the run is rolled back."""
+    reads = store.scheduler_reads(plan["table_name"])
+    mine = plan["entry"]["id"]
+    first = bool(reads) and reads[0][0] == mine
+    if first and (len(reads) == 1 or (reads[1][1] is not None and reads[1][1] < reads[0][1])):
+        return
+    other = reads[1] if first else reads[0]
+    why = ("it has no created_at, and the scheduler's ORDER BY created_at DESC puts NULLs first"
+           if other[1] is None else "its created_at %s is not before the new entry's" % format_timestamp(other[1]))
+    raise OperationError(
+        "the new entry of %s would not be the one the scheduler reads: entry id %s sorts first (%s). Nothing was "
+        "written. Delete or fix that entry, or reset with mode=replace (after a backup)"
+        % (plan["table_name"], other[0], why))
+
+
+def _remove_backup_file(out):
+    path = out.get("backup")
+    if path and os.path.isabs(path) and os.path.exists(path):
+        os.unlink(path)
+        out["backup"] = None
+        out.pop("backup_rows", None)
 
 
 def _public(plans):
@@ -379,10 +522,11 @@ def _choose_rewrite(store, params, older_seconds):
         return False
     keep = params.get("keep")
     eligible = (keep is not None and older_seconds is None and not params.get("duplicates_only")
-                and not params.get("tables") and (params.get("backup") or "table") == "none")
+                and not params.get("regressions_only") and not params.get("tables") and (params.get("backup") or "table") == "none")
     why = None
     if not eligible:
-        why = "method=rewrite needs keep alone (no older_than, duplicates_only or tables) and backup=none"
+        why = ("method=rewrite needs keep alone (no older_than, duplicates_only, regressions_only or tables) "
+               "and backup=none")
     elif not store.can_rewrite():
         why = "method=rewrite needs the TRUNCATE privilege and no foreign key referencing the watermark table"
     if why:
@@ -398,7 +542,7 @@ def _choose_rewrite(store, params, older_seconds):
     return rows >= REWRITE_MIN_ROWS and keep * tables <= REWRITE_MAX_KEPT_FRACTION * rows
 
 
-def _cleanup_by_rewrite(store, params, out, module_name):
+def _cleanup_by_rewrite(store, params, out, module_name, audited, deadline):
     """Keep the newest ``keep`` per table under an ACCESS EXCLUSIVE lock, in one transaction."""
     conn = store.conn
     try:
@@ -421,9 +565,8 @@ def _cleanup_by_rewrite(store, params, out, module_name):
                 break
             time.sleep(0.05)
         out["counted_under_lock"] = baseline is None
-        store.set_lock_timeout(params["lock_timeout"] * 1000, local=False)
-        conn.commit()
-        store.lock_exclusive()
+        store.set_lock_timeout(remaining_ms(deadline))
+        store.lock_exclusive(nowait=params["lock_timeout"] == 0)
         result = store.rewrite_keeping_newest(params["keep"], baseline)
         for name in sorted(result):
             before, deleted = result[name]
@@ -437,17 +580,17 @@ def _cleanup_by_rewrite(store, params, out, module_name):
         for item in out["tables"]:
             if item["deleted"]:
                 out["audit_ids"].append(store.audit(
-                    module_name, item["table_name"], audit_params(params), {"entries": item["entries_before"]},
+                    module_name, item["table_name"], audited, {"entries": item["entries_before"]},
                     {"entries": item["entries_after"], "method": "rewrite"}, item["deleted"], None))
         conn.commit()
         out["changed"] = True
         return out
     except psycopg2.Error as e:
         rollback_quietly(conn)
-        raise db_failure(e, "cleaning up %s (rewrite)" % store.qualified_name)
+        raise db_failure(e, "cleaning up %s (rewrite)" % store.qualified_name, store, params["lock_timeout"])
 
 
-def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.watermark_cleanup"):
+def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.watermark_cleanup", audited=None):
     """Delete old/duplicate entries per table in one REPEATABLE READ transaction.
 
     No table lock: a DELETE takes ROW EXCLUSIVE, which does not conflict with the
@@ -456,33 +599,39 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
     """
     conn = store.conn
     try:
-        older = validate_cleanup(params.get("keep"), params.get("older_than"), params.get("duplicates_only"))
+        older = validate_cleanup(params.get("keep"), params.get("older_than"), params.get("duplicates_only"),
+                                 params.get("regressions_only"))
     except WatermarkError as e:
         raise OperationError(str(e))
+    audited = audit_params(params) if audited is None else audited
     out = {"changed": False, "watermark_table": store.qualified_name, "tables": [], "deleted": 0,
-           "backup": None, "audit_ids": []}
+           "backup": None, "audit_ids": [], "_warnings": []}
     if not store.table_exists():
         conn.rollback()
         raise OperationError("watermark table %s does not exist; nothing to clean (runbook Scenario 3: "
                              "k2.iceberg_offload.watermark_reset state=present creates it)" % store.qualified_name)
     conn.rollback()
     names = check_source_table_names(params.get("tables"))
-    acquire_advisory_lock(store, params["lock_timeout"])
+    deadline = time.monotonic() + params["lock_timeout"]
+    key = acquire_advisory_lock(store, params["lock_timeout"])
     try:
         out["method"] = "delete"
         if not check_mode and _choose_rewrite(store, params, older):
             out["method"] = "rewrite"
-            return _cleanup_by_rewrite(store, params, out, module_name)
+            return _cleanup_by_rewrite(store, params, out, module_name, audited, deadline)
         conn.set_session(isolation_level="REPEATABLE READ")
         try:
-            store.set_lock_timeout(params["lock_timeout"] * 1000)
+            store.set_lock_timeout(remaining_ms(deadline))
             names = names or store.table_names()
-            keep_only = params.get("keep") is not None and older is None and not params.get("duplicates_only")
+            keep_only = (params.get("keep") is not None and older is None and not params.get("duplicates_only")
+                         and not params.get("regressions_only"))
             preds = []
             for name in names:
                 where, wparams = store.cleanup_predicate(name, params.get("keep"), older,
-                                                         params.get("duplicates_only"))
+                                                         params.get("duplicates_only"), params.get("regressions_only"))
                 item = {"table_name": name}
+                if params.get("regressions_only"):
+                    _note_latest_regression(store, name, item, out)
                 if where is None:
                     item["entries_before"] = item["entries_after"] = store.count_entries(name)
                     item["deleted"] = 0
@@ -539,19 +688,33 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
             for name, where, wparams, item in preds:
                 if item["deleted"]:
                     out["audit_ids"].append(store.audit(
-                        module_name, name, audit_params(params), {"entries": item["entries_before"]},
+                        module_name, name, audited, {"entries": item["entries_before"]},
                         {"entries": item["entries_after"]}, item["deleted"], out["backup"]))
             out["changed"] = True
             conn.commit()
         except psycopg2.Error as e:
             rollback_quietly(conn)
-            raise db_failure(e, "cleaning up %s" % store.qualified_name)
+            _remove_backup_file(out)  # the rows it holds were not deleted
+            raise db_failure(e, "cleaning up %s" % store.qualified_name, store, params["lock_timeout"])
         return out
     finally:
         try:
             conn.rollback()
             conn.set_session(isolation_level="READ COMMITTED")
-            store.advisory_unlock()
-            conn.commit()
         except psycopg2.Error:
             pass
+        release_advisory_lock(store, key)
+
+
+def _note_latest_regression(store, name, item, out):
+    """regressions_only never deletes the latest entry; when it is the one that regressed, say so."""
+    found = store.latest_regression(name)
+    item["latest_regressed"] = found is not None
+    if found is None:
+        return
+    latest, high = found
+    item["latest_pair"], item["high_water_pair"] = latest.as_dict(), high.as_dict()
+    out["_warnings"].append(
+        "%s: the latest entry %s is below the greatest pair written before it %s; it was left, since the "
+        "latest entry is never deleted and the scheduler reads it. Reset the watermark forward first "
+        "(watermark_reset strategy=safe_point), then run this cleanup again" % (name, latest, high))

@@ -15,10 +15,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import bisect
 import datetime
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
-    Watermark, WatermarkError, make_watermark, parse_duration, parse_sequence, parse_signed_duration)
+    Watermark, WatermarkError, format_timestamp, make_watermark, parse_duration, parse_sequence, parse_signed_duration)
 
 
 class TableFacts(object):
@@ -118,11 +119,11 @@ def plan_reset(facts, target, mode, allow_backward):
     return plan
 
 
-def validate_cleanup(keep, older_than, duplicates_only):
+def validate_cleanup(keep, older_than, duplicates_only, regressions_only=False):
     """Check cleanup options; returns older_than in seconds (or None)."""
-    if keep is None and older_than in (None, "") and not duplicates_only:
+    if keep is None and older_than in (None, "") and not duplicates_only and not regressions_only:
         raise WatermarkError("say what to delete: keep (newest entries to keep per table), older_than "
-                             "(such as 30d), duplicates_only=true, or a combination")
+                             "(such as 30d), duplicates_only=true, regressions_only=true, or a combination")
     if keep is not None:
         if isinstance(keep, bool) or not isinstance(keep, int):
             raise WatermarkError("keep must be a whole number of entries, got %r" % (keep,))
@@ -135,7 +136,74 @@ def validate_cleanup(keep, older_than, duplicates_only):
 
 
 def default_backup_name(watermark_table_parts, now):
-    """<table>_backup_YYYYmmddTHHMMSS in the watermark table's schema (fits 63 characters)."""
-    suffix = "_backup_" + now.strftime("%Y%m%dT%H%M%S")
+    """<table>_backup_YYYYmmdd_HHMMSS in the watermark table's schema (fits 63 characters; all lower case, so
+    the name needs no quoting)."""
+    suffix = "_backup_" + now.strftime("%Y%m%d_%H%M%S")
     base = watermark_table_parts[-1][:63 - len(suffix)]
     return tuple(watermark_table_parts[:-1]) + (base + suffix,)
+
+
+# -- findings in a window of entries (watermark_info) --------------------------------------------
+BURST_SPAN = datetime.timedelta(hours=1)
+
+
+def analyse_window(rows, gap_seconds, burst_threshold, limit=20):
+    """Gaps, regressions, duplicate bursts and repeated pairs among ``rows``.
+
+    ``rows``: (id, max_timestamp, sequence_number, created_at), newest first, as
+    WatermarkStore.window_rows returns them. The previous entry of each is the one before it by
+    (created_at, id); the oldest row has none. A gap is more than ``gap_seconds`` between two
+    consecutive entries; a regression an entry whose pair is lower than the previous one's; a burst
+    a period in which some trailing hour (the entry's created_at and the hour before, rows at the
+    same created_at included) holds more than ``burst_threshold`` entries, consecutive such entries
+    less than an hour apart making one burst. Lists hold the ``limit`` most recent; counts all.
+    """
+    ordered = sorted(rows, key=lambda r: (r[3], r[0]))
+    gaps, regressions = [], []
+    for prev, cur in zip(ordered, ordered[1:]):
+        seconds = (cur[3] - prev[3]).total_seconds()
+        if seconds > gap_seconds:
+            gaps.append({"after": format_timestamp(prev[3]), "before": format_timestamp(cur[3]), "seconds": seconds})
+        if (cur[1], cur[2]) < (prev[1], prev[2]):
+            regressions.append({
+                "previous": {"id": prev[0], "max_timestamp": format_timestamp(prev[1]), "sequence_number": prev[2],
+                             "created_at": format_timestamp(prev[3])},
+                "entry": {"id": cur[0], "max_timestamp": format_timestamp(cur[1]), "sequence_number": cur[2],
+                          "created_at": format_timestamp(cur[3])}})
+    # trailing-hour counts: entries with created_at in [c - 1h, c], peers of c included
+    times = [r[3] for r in ordered]
+    over = []
+    for c in times:
+        n = bisect.bisect_right(times, c) - bisect.bisect_left(times, c - BURST_SPAN)
+        if n > burst_threshold:
+            over.append((c, n))
+    bursts = []
+    for c, n in over:
+        if bursts and c - bursts[-1]["_last"] <= BURST_SPAN:
+            bursts[-1]["_last"] = c
+            bursts[-1]["max_entries_per_hour"] = max(bursts[-1]["max_entries_per_hour"], n)
+        else:
+            bursts.append({"_first": c, "_last": c, "max_entries_per_hour": n})
+    bursts = [{"first": format_timestamp(b["_first"]), "last": format_timestamp(b["_last"]),
+               "max_entries_per_hour": b["max_entries_per_hour"]} for b in reversed(bursts)]
+    counts = {}
+    for r in ordered:
+        counts[(r[1], r[2])] = counts.get((r[1], r[2]), 0) + 1
+    repeated = sorted(((n, ts, seq) for (ts, seq), n in counts.items() if n > 1), reverse=True)
+    return {
+        "gaps": list(reversed(gaps))[:limit],
+        "gap_count": len(gaps),
+        "regressions": list(reversed(regressions))[:limit],
+        "regression_count": len(regressions),
+        "duplicate_bursts": bursts[:limit],
+        "duplicate_pairs": [{"max_timestamp": format_timestamp(ts), "sequence_number": seq, "entries": n}
+                            for n, ts, seq in repeated[:limit]],
+    }
+
+
+def window_entries_limit(lookback_seconds, cycle_seconds, configured=None):
+    """How many of a window's newest entries watermark_info analyses: ``configured``, or ten times the
+    cycles the window should hold, at least 1000. More entries than that is a finding in itself."""
+    if configured:
+        return configured
+    return max(1000, int(10 * lookback_seconds / cycle_seconds))

@@ -38,7 +38,7 @@ def format_per_table(template, table, option):
 def lookback_targets(client, names, lookback, ts_col, seq_col):
     """{table: Watermark}, {table: info}: the greatest real pair strictly before ``now - lookback``."""
     from ansible_collections.k2.iceberg_offload.plugins.module_utils.clickhouse import (
-        ClickHouseError, lookback_watermark)
+        ClickHouseError, ClickHouseInputError, lookback_watermark)
     try:
         seconds = int(parse_duration(lookback, "lookback"))
     except WatermarkError as e:
@@ -47,7 +47,7 @@ def lookback_targets(client, names, lookback, ts_col, seq_col):
     for name in names:
         try:
             pair, cutoff = lookback_watermark(client, name, seconds, ts_col=ts_col, seq_col=seq_col)
-        except ClickHouseError as e:
+        except (ClickHouseError, ClickHouseInputError) as e:
             raise SourceError(str(e))
         targets[name] = pair
         info[name] = {"strategy": "lookback", "lookback_seconds": seconds,
@@ -93,11 +93,11 @@ class SourceCheck(object):
 
     def __call__(self, name, target):
         from ansible_collections.k2.iceberg_offload.plugins.module_utils.clickhouse import (
-            ClickHouseError, check_not_past_source, source_greatest_pair)
+            ClickHouseError, ClickHouseInputError, check_not_past_source, source_greatest_pair)
         if name not in self.greatest:
             try:
                 self.greatest[name] = source_greatest_pair(self.client, name, self.ts_col, self.seq_col)
-            except ClickHouseError as e:
+            except (ClickHouseError, ClickHouseInputError) as e:
                 raise SourceError("cannot check the target against the source (set allow_past_source=true "
                                   "to skip this check): %s" % e)
         try:

@@ -23,15 +23,21 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import hashlib
 import json
 import socket
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    identifier, pg_sql, psycopg2)
+    display_name, identifier, pg_sql, psycopg2)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     Watermark, format_timestamp)
 
-INDEX_NAME = "idx_watermarks_table_created"
+# The runbook's index on offload_watermarks; other watermark tables get idx_<table>_table_created.
+RUNBOOK_INDEX_NAME = "idx_watermarks_table_created"
+RUNBOOK_TABLE_NAME = "offload_watermarks"
+MAX_IDENTIFIER_BYTES = 63
+# A reset entry stamped after future-dated entries sorts after the latest of them by this much.
+FUTURE_EPSILON = "1 millisecond"
 # First key of the two-key advisory lock; the second is hashtext(<watermark table>).
 ADVISORY_LOCK_CLASS = 0x4B32  # "K2"
 
@@ -44,6 +50,24 @@ def _json_default(value):
 
 def to_json(value):
     return json.dumps(value, default=_json_default, sort_keys=True)
+
+
+def index_name_candidates(table_parts):
+    """Names for the (table_name, created_at DESC) index of a watermark table, in order of preference.
+
+    The runbook's ``idx_watermarks_table_created`` for ``offload_watermarks``; otherwise
+    ``idx_<table>_table_created``, cut to 63 bytes with a hash of the table name when too long; then
+    the hashed form, for when the first name is taken by another relation in the schema.
+    """
+    table = table_parts[-1]
+    digest = hashlib.sha1(table.encode("utf-8")).hexdigest()[:8]
+    hashed = "idx_%s_%s_table_created" % (table[:MAX_IDENTIFIER_BYTES - len("idx___table_created") - 8], digest)
+    plain = "idx_%s_table_created" % table
+    names = [RUNBOOK_INDEX_NAME] if table == RUNBOOK_TABLE_NAME else []
+    if len(plain.encode("utf-8")) <= MAX_IDENTIFIER_BYTES:
+        names.append(plain)
+    names.append(hashed)
+    return names
 
 
 def _entry(row):
@@ -65,7 +89,11 @@ class WatermarkStore(object):
 
     @property
     def qualified_name(self):
-        return ".".join(self.table)
+        return display_name(self.table)
+
+    @property
+    def _regclass_text(self):
+        return ".".join('"%s"' % p for p in self.table)
 
     def _q(self, query, params=None, fetch="all"):
         cur = self.conn.cursor()
@@ -86,13 +114,24 @@ class WatermarkStore(object):
     def table_exists(self):
         return self._regclass(self.table) is not None
 
-    def index_exists(self):
-        """True when the runbook's index exists on this table (by name, in the table's schema)."""
+    def find_index(self):
+        """Name of a valid b-tree index on THIS table whose leading keys are (table_name, created_at DESC),
+        the order the scheduler reads (``created_at DESC`` puts NULLs first), or None. Any name does."""
         row = self._q(
-            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = to_regclass(%s) AND c.relname = %s",
-            (".".join('"%s"' % p for p in self.table), INDEX_NAME), "one")
-        return row is not None
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_am am ON am.oid = c.relam"
+            " WHERE i.indrelid = to_regclass(%s) AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree'"
+            " AND i.indnkeyatts >= 2"
+            " AND i.indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid = i.indrelid"
+            "                    AND attname = 'table_name' AND NOT attisdropped)"
+            " AND i.indkey[1] = (SELECT attnum FROM pg_attribute WHERE attrelid = i.indrelid"
+            "                    AND attname = 'created_at' AND NOT attisdropped)"
+            " AND i.indoption[0] = 0 AND i.indoption[1] = 3"
+            " ORDER BY i.indnkeyatts, c.relname LIMIT 1", (self._regclass_text,), "one")
+        return row[0] if row else None
+
+    def index_exists(self):
+        return self.find_index() is not None
 
     def create_table(self):
         """The runbook's Scenario 3 DDL, verbatim apart from the (validated) table name."""
@@ -103,11 +142,26 @@ class WatermarkStore(object):
             " max_timestamp TIMESTAMP NOT NULL,"
             " sequence_number BIGINT NOT NULL,"
             " created_at TIMESTAMP DEFAULT NOW())").format(t=self.t), fetch=None)
-        self.create_index()
+        return self.create_index()
 
     def create_index(self):
-        self._q(pg_sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (table_name, created_at DESC)")
-                .format(i=pg_sql.Identifier(INDEX_NAME), t=self.t), fetch=None)
+        """The (table_name, created_at DESC) index under the first free name of index_name_candidates;
+        returns its name. Raises ValueError when no index serving that order could be made."""
+        existing = self.find_index()
+        if existing:
+            return existing
+        schema = self._q("SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                         " WHERE c.oid = to_regclass(%s)", (self._regclass_text,), "one")[0]
+        for name in index_name_candidates(self.table):
+            taken = self._q("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                            " WHERE n.nspname = %s AND c.relname = %s", (schema, name), "one")
+            if taken:
+                continue
+            self._q(pg_sql.SQL("CREATE INDEX {i} ON {t} (table_name, created_at DESC)")
+                    .format(i=pg_sql.Identifier(name), t=self.t), fetch=None)
+            return name
+        raise ValueError("no free name for the (table_name, created_at DESC) index of %s (tried %s)"
+                         % (self.qualified_name, ", ".join(index_name_candidates(self.table))))
 
     # -- reading ----------------------------------------------------------------------------
     def table_names(self):
@@ -123,7 +177,8 @@ class WatermarkStore(object):
         return [r[0] for r in rows]
 
     def latest(self, table_name):
-        """The entry the scheduler reads (see module docstring), with its age in seconds."""
+        """The entry the scheduler reads (see module docstring), with its age in seconds (negative when
+        the entry is dated after the server's now: a TimeZone change or a clock stepped back)."""
         row = self._q(pg_sql.SQL(
             "SELECT id, table_name, max_timestamp, sequence_number, created_at,"
             " EXTRACT(EPOCH FROM (LOCALTIMESTAMP - created_at))::float8,"
@@ -137,6 +192,14 @@ class WatermarkStore(object):
         entry["data_lag_seconds"] = row[6]
         entry["pair"] = Watermark(row[2], row[3])
         return entry
+
+    def future_entries(self, table_name):
+        """(count, latest created_at, server now) of the entries dated after LOCALTIMESTAMP: an index range
+        that holds only the future-dated rows."""
+        row = self._q(pg_sql.SQL(
+            "SELECT count(*), max(created_at), LOCALTIMESTAMP FROM {t}"
+            " WHERE table_name = %s AND created_at > LOCALTIMESTAMP").format(t=self.t), (table_name,), "one")
+        return row[0], row[1], row[2]
 
     def greatest_pair(self, table_name):
         """The greatest (max_timestamp, sequence_number) pair that exists in one row."""
@@ -161,11 +224,49 @@ class WatermarkStore(object):
         return self._q(pg_sql.SQL("SELECT count(*) FROM {t} WHERE table_name = %s").format(t=self.t),
                        (table_name,), "one")[0]
 
+    def count_entries_up_to(self, table_name, cap):
+        """Exact count when the table has at most ``cap`` entries, else ``cap + 1``: reads at most cap + 1
+        index entries."""
+        return self._q(pg_sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {t} WHERE table_name = %s LIMIT %s) x")
+                       .format(t=self.t), (table_name, cap + 1), "one")[0]
+
+    def estimate_entries(self, table_name):
+        """An estimate of a table's entries from the statistics ANALYZE keeps (no scan): the table's
+        row estimate times the share of ``table_name`` among its values, as the planner takes it. None
+        when the table was never analysed."""
+        row = self._q(
+            "SELECT c.reltuples::float8, s.null_frac, s.n_distinct, s.most_common_vals::text, s.most_common_freqs"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'table_name'"
+            " WHERE c.oid = to_regclass(%s)", (self._regclass_text,), "one")
+        if row is None or row[0] is None or row[0] < 0 or row[2] is None:
+            return None
+        rows, null_frac, n_distinct, mcv_text, mcv_freqs = row
+        mcv = self._q("SELECT %s::text::text[]", (mcv_text,), "one")[0] if mcv_text else []
+        freqs = list(mcv_freqs or [])
+        if table_name in mcv:
+            share = freqs[mcv.index(table_name)]
+        else:
+            distinct = n_distinct if n_distinct > 0 else -n_distinct * rows
+            others = max(1.0, distinct - len(mcv))
+            share = max(0.0, 1.0 - (null_frac or 0.0) - sum(freqs)) / others
+        return int(round(rows * share))
+
     def count_recent(self, table_name, seconds):
+        """Entries written in the last ``seconds`` (up to the server's now: future-dated ones are not)."""
         return self._q(pg_sql.SQL(
             "SELECT count(*) FROM {t} WHERE table_name = %s"
-            " AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)").format(t=self.t),
-            (table_name, seconds), "one")[0]
+            " AND created_at > LOCALTIMESTAMP - make_interval(secs => %s) AND created_at <= LOCALTIMESTAMP")
+            .format(t=self.t), (table_name, seconds), "one")[0]
+
+    def window_rows(self, table_name, window_seconds, limit):
+        """The newest ``limit`` entries written in the last ``window_seconds`` (up to the server's now),
+        newest first: (id, max_timestamp, sequence_number, created_at). One index range, bounded by the
+        window and by limit, whatever the size of the table."""
+        return self._q(pg_sql.SQL(
+            "SELECT id, max_timestamp, sequence_number, created_at FROM {t} WHERE table_name = %s"
+            " AND created_at > LOCALTIMESTAMP - make_interval(secs => %s) AND created_at <= LOCALTIMESTAMP"
+            " ORDER BY created_at DESC, id DESC LIMIT %s").format(t=self.t), (table_name, window_seconds, limit))
 
     def entries(self, table_name=None):
         """All entries (for backups, tests and small tables), oldest first."""
@@ -175,72 +276,6 @@ class WatermarkStore(object):
             " ORDER BY created_at NULLS LAST, id").format(t=self.t, w=where),
             (table_name,) if table_name else None)
         return [_entry(r) for r in rows]
-
-    def window_findings(self, table_name, window_seconds, gap_seconds, burst_threshold, limit=20):
-        """Gaps, regressions and duplicate bursts among the entries of the last ``window_seconds``.
-
-        One index range scan; the previous entry is taken by ``(created_at, id)``.
-        """
-        rows = self._q(pg_sql.SQL(
-            "WITH w AS ("
-            " SELECT id, max_timestamp, sequence_number, created_at,"
-            "  lag(id) OVER o AS p_id, lag(max_timestamp) OVER o AS p_ts,"
-            "  lag(sequence_number) OVER o AS p_seq, lag(created_at) OVER o AS p_created"
-            " FROM {t} WHERE table_name = %s"
-            "  AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)"
-            " WINDOW o AS (ORDER BY created_at, id)),"
-            " f AS (SELECT *,"
-            "  coalesce(created_at - p_created > make_interval(secs => %s), false) AS is_gap,"
-            "  coalesce((max_timestamp, sequence_number) < (p_ts, p_seq), false) AS is_reg FROM w),"
-            " r AS (SELECT *,"
-            "  count(*) FILTER (WHERE is_gap) OVER () AS n_gaps,"
-            "  count(*) FILTER (WHERE is_reg) OVER () AS n_regs,"
-            "  row_number() OVER (PARTITION BY is_gap ORDER BY created_at DESC, id DESC) AS rn_gap,"
-            "  row_number() OVER (PARTITION BY is_reg ORDER BY created_at DESC, id DESC) AS rn_reg"
-            "  FROM f WHERE is_gap OR is_reg)"
-            " SELECT p_id, p_ts, p_seq, p_created, id, max_timestamp, sequence_number, created_at,"
-            "  EXTRACT(EPOCH FROM (created_at - p_created))::float8, is_gap AND rn_gap <= %s,"
-            "  is_reg AND rn_reg <= %s, n_gaps, n_regs"
-            " FROM r WHERE (is_gap AND rn_gap <= %s) OR (is_reg AND rn_reg <= %s)"
-            " ORDER BY created_at DESC, id DESC").format(t=self.t),
-            (table_name, window_seconds, gap_seconds, limit, limit, limit, limit))
-        gaps = [(r[3], r[7], r[8]) for r in rows if r[9]]
-        regressions = [r[:8] for r in rows if r[10]]
-        n_gaps = rows[0][11] if rows else 0
-        n_regressions = rows[0][12] if rows else 0
-        # A burst: more than burst_threshold entries within any sliding hour; consecutive
-        # over-threshold entries less than an hour apart make one burst.
-        bursts = self._q(pg_sql.SQL(
-            "WITH c AS ("
-            " SELECT created_at, count(*) OVER (ORDER BY created_at"
-            "  RANGE BETWEEN interval '1 hour' PRECEDING AND CURRENT ROW) AS n"
-            " FROM {t} WHERE table_name = %s AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)),"
-            " b AS (SELECT created_at, n, CASE WHEN created_at - lag(created_at) OVER (ORDER BY created_at)"
-            "  <= interval '1 hour' THEN 0 ELSE 1 END AS brk FROM c WHERE n > %s),"
-            " g AS (SELECT created_at, n, sum(brk) OVER (ORDER BY created_at) AS grp FROM b)"
-            " SELECT min(created_at), max(created_at), max(n) FROM g GROUP BY grp"
-            " ORDER BY 2 DESC LIMIT %s").format(t=self.t),
-            (table_name, window_seconds, burst_threshold, limit))
-        dup_pairs = self._q(pg_sql.SQL(
-            "SELECT max_timestamp, sequence_number, count(*) FROM {t}"
-            " WHERE table_name = %s AND created_at > LOCALTIMESTAMP - make_interval(secs => %s)"
-            " GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 3 DESC, 1 DESC LIMIT %s").format(t=self.t),
-            (table_name, window_seconds, limit))
-        return {
-            "gaps": [{"after": format_timestamp(a), "before": format_timestamp(b), "seconds": s}
-                     for a, b, s in gaps],
-            "gap_count": n_gaps,
-            "regressions": [{
-                "previous": {"id": r[0], "max_timestamp": format_timestamp(r[1]), "sequence_number": r[2],
-                             "created_at": format_timestamp(r[3])},
-                "entry": {"id": r[4], "max_timestamp": format_timestamp(r[5]), "sequence_number": r[6],
-                          "created_at": format_timestamp(r[7])}} for r in regressions],
-            "regression_count": n_regressions,
-            "duplicate_bursts": [{"first": format_timestamp(a), "last": format_timestamp(b),
-                                  "max_entries_per_hour": n} for a, b, n in bursts],
-            "duplicate_pairs": [{"max_timestamp": format_timestamp(ts), "sequence_number": s, "entries": n}
-                                for ts, s, n in dup_pairs],
-        }
 
     # -- server health (runbook Diagnosis step 4) ------------------------------------------------
     def health(self):
@@ -273,50 +308,84 @@ class WatermarkStore(object):
         }
 
     # -- locking ----------------------------------------------------------------------------------
-    def try_advisory_lock(self):
-        """Session advisory lock for this watermark table; True when taken."""
-        return self._q("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                       (ADVISORY_LOCK_CLASS, self.qualified_name), "one")[0]
+    def lock_key(self):
+        """Text keying the advisory lock: the table's schema-qualified name as PostgreSQL resolves it
+        (offload_watermarks and public.offload_watermarks are one table, so one lock)."""
+        if len(self.table) == 2:
+            return "%s.%s" % self.table
+        schema = self._q("SELECT coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n"
+                         " ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)), current_schema(), 'public')",
+                         (self._regclass_text,), "one")[0]
+        return "%s.%s" % (schema, self.table[0])
 
-    def advisory_lock_holder(self):
+    def try_advisory_lock(self, key):
+        """Session advisory lock for this watermark table; True when taken. Never waits."""
+        return self._q("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (ADVISORY_LOCK_CLASS, key), "one")[0]
+
+    def advisory_lock_holder(self, key):
         row = self._q(
             "SELECT l.pid, a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l"
             " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid"
             " AND l.objid = hashtext(%s)::oid AND l.objsubid = 2 AND l.pid <> pg_backend_pid()",
-            (ADVISORY_LOCK_CLASS, self.qualified_name), "one")
+            (ADVISORY_LOCK_CLASS, key), "one")
         if not row:
             return None
         return {"pid": row[0], "application_name": row[1], "client_addr": row[2],
                 "backend_start": format_timestamp(row[3])}
 
-    def advisory_unlock(self):
-        self._q("SELECT pg_advisory_unlock(%s, hashtext(%s))",
-                (ADVISORY_LOCK_CLASS, self.qualified_name), "one")
+    def advisory_unlock(self, key):
+        self._q("SELECT pg_advisory_unlock(%s, hashtext(%s))", (ADVISORY_LOCK_CLASS, key), "one")
 
     def set_lock_timeout(self, lock_timeout_ms, local=True):
-        """For the current transaction only (or, with local=False, the session)."""
-        self._q("SELECT set_config('lock_timeout', %s, %s)", ("%dms" % lock_timeout_ms, local), "one")
+        """For the current transaction only (or, with local=False, the session). Never 0: in PostgreSQL
+        that means wait forever."""
+        self._q("SELECT set_config('lock_timeout', %s, %s)", ("%dms" % max(1, lock_timeout_ms), local), "one")
 
-    def lock_for_write(self):
+    def lock_holders(self):
+        """Other sessions holding a granted lock on the watermark or audit table (who to wait for or end)."""
+        names = [self._regclass_text]
+        if self.audit_table:
+            names.append(".".join('"%s"' % p for p in self.audit_table))
+        rows = self._q(
+            "SELECT DISTINCT l.pid, l.mode, l.relation::regclass::text, a.application_name, a.state,"
+            " left(a.query, 200), a.xact_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.granted AND l.pid <> pg_backend_pid()"
+            " AND l.relation IN (SELECT to_regclass(n) FROM unnest(%s::text[]) n) ORDER BY 1 LIMIT 10",
+            (names,))
+        return [{"pid": r[0], "mode": r[1], "relation": r[2], "application_name": r[3], "state": r[4],
+                 "query": r[5], "xact_start": format_timestamp(r[6])} for r in rows]
+
+    def lock_for_write(self, nowait=False):
         """Block other writers (the scheduler's INSERT waits), let readers through, until commit.
 
-        Must be the first statement of its transaction: then the transaction's now(),
-        which stamps the entries we insert, is the moment we asked for the lock. A writer
-        that starts after that waits behind us and gets a later created_at, so the
-        entries keep their commit order; set lock_timeout on the session beforehand.
+        Must be the first statement of its transaction (after setting its lock_timeout): then the
+        transaction's now(), which stamps the entries we insert, is the moment we asked for the lock.
+        A writer that starts after that waits behind us and gets a later created_at, so the entries
+        keep their commit order. ``nowait``: fail at once instead of queueing (lock_timeout 0).
         """
-        self._q(pg_sql.SQL("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE").format(t=self.t), fetch=None)
+        self._q(pg_sql.SQL("LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE" + (" NOWAIT" if nowait else ""))
+                .format(t=self.t), fetch=None)
 
     # -- writing ----------------------------------------------------------------------------------
     def insert(self, table_name, pair):
-        """Insert one entry; created_at is the column default, now() (see lock_for_write)."""
+        """Insert one entry the scheduler will read next: created_at is the transaction's now()
+        (LOCALTIMESTAMP, what the column default gives), or just after the table's latest created_at
+        when entries are dated in the future (a TimeZone change, a clock stepped back), so that the
+        new entry is first by the scheduler's ORDER BY created_at DESC."""
         row = self._q(pg_sql.SQL(
-            "INSERT INTO {t} (table_name, max_timestamp, sequence_number)"
-            " VALUES (%s, %s, %s)"
+            "INSERT INTO {t} (table_name, max_timestamp, sequence_number, created_at)"
+            " VALUES (%s, %s, %s, GREATEST(LOCALTIMESTAMP,"
+            " (SELECT max(created_at) FROM {t} WHERE table_name = %s) + interval '" + FUTURE_EPSILON + "'))"
             " RETURNING id, table_name, max_timestamp, sequence_number, created_at").format(t=self.t),
-            (table_name, pair.max_timestamp, pair.sequence_number), "one")
+            (table_name, pair.max_timestamp, pair.sequence_number, table_name), "one")
         return _entry(row)
+
+    def scheduler_reads(self, table_name):
+        """What the scheduler's ORDER BY created_at DESC LIMIT 1 returns, and whether the first row is
+        first on its own: [(id, created_at)] of the first two rows by (created_at DESC, id DESC)."""
+        return self._q(pg_sql.SQL("SELECT id, created_at FROM {t} WHERE table_name = %s"
+                                  " ORDER BY created_at DESC, id DESC LIMIT 2").format(t=self.t), (table_name,))
 
     def delete_table_entries(self, table_name):
         return self._q(pg_sql.SQL("DELETE FROM {t} WHERE table_name = %s").format(t=self.t),
@@ -342,7 +411,8 @@ class WatermarkStore(object):
             cur.close()
 
     # -- cleanup ----------------------------------------------------------------------------------
-    def cleanup_predicate(self, table_name, keep=None, older_than_seconds=None, duplicates_only=False):
+    def cleanup_predicate(self, table_name, keep=None, older_than_seconds=None, duplicates_only=False,
+                          regressions_only=False):
         """SQL (alias ``w``) and parameters selecting the rows cleanup deletes for one table,
         or (None, None) when nothing can be deleted. The table's latest entry never matches."""
         latest = self._q(pg_sql.SQL(
@@ -377,7 +447,36 @@ class WatermarkStore(object):
                 " AND d.max_timestamp = w.max_timestamp AND d.sequence_number = w.sequence_number"
                 " AND (d.created_at > w.created_at OR (d.created_at = w.created_at AND d.id > w.id)))")
                 .format(t=self.t))
+        if regressions_only:
+            parts.append(pg_sql.SQL("w.id IN (") + self._regressed_ids_sql() + pg_sql.SQL(")"))
+            params.append(table_name)
         return pg_sql.SQL(" AND ").join(parts), params
+
+    def _regressed_ids_sql(self):
+        """Ids of the entries (of the table_name given as parameter) whose pair is lower, as a pair, than
+        the greatest pair among the entries written before them by (created_at, id). The running
+        greatest pair is an array [epoch of max_timestamp, sequence_number]: arrays compare element by
+        element, exactly as the pair does."""
+        return pg_sql.SQL(
+            "SELECT r.id FROM (SELECT id, ARRAY[EXTRACT(EPOCH FROM max_timestamp), sequence_number::numeric] AS p,"
+            " max(ARRAY[EXTRACT(EPOCH FROM max_timestamp), sequence_number::numeric]) OVER"
+            " (ORDER BY created_at, id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS hw"
+            " FROM {t} WHERE table_name = %s) r WHERE r.p < r.hw").format(t=self.t)
+
+    def latest_regression(self, table_name):
+        """When the table's latest entry (by created_at DESC, id DESC) regresses below the greatest pair
+        written before it: (latest Watermark, greatest earlier Watermark); else None."""
+        row = self._q(pg_sql.SQL(
+            "WITH l AS (SELECT id, max_timestamp, sequence_number, created_at FROM {t} WHERE table_name = %s"
+            " ORDER BY created_at DESC, id DESC LIMIT 1)"
+            " SELECT l.max_timestamp, l.sequence_number, g.max_timestamp, g.sequence_number FROM l,"
+            " LATERAL (SELECT max_timestamp, sequence_number FROM {t} e WHERE e.table_name = %s AND e.id <> l.id"
+            "  ORDER BY max_timestamp DESC, sequence_number DESC LIMIT 1) g"
+            " WHERE (l.max_timestamp, l.sequence_number) < (g.max_timestamp, g.sequence_number)").format(t=self.t),
+            (table_name, table_name), "one")
+        if row is None:
+            return None
+        return Watermark(row[0], row[1]), Watermark(row[2], row[3])
 
     def count_where(self, where_sql, params):
         return self._q(pg_sql.SQL("SELECT count(*) FROM {t} w WHERE ").format(t=self.t) + where_sql,
@@ -466,9 +565,10 @@ class WatermarkStore(object):
         self._q(pg_sql.SQL("INSERT INTO {t} SELECT * FROM k2_wm_keep").format(t=self.t), fetch=None)
         return dict((name, (counts[name], counts[name] - kept[name])) for name in counts if counts[name])
 
-    def lock_exclusive(self):
+    def lock_exclusive(self, nowait=False):
         """ACCESS EXCLUSIVE: readers and writers wait until commit (used only by the rewrite)."""
-        self._q(pg_sql.SQL("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE").format(t=self.t), fetch=None)
+        self._q(pg_sql.SQL("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE" + (" NOWAIT" if nowait else ""))
+                .format(t=self.t), fetch=None)
 
     # -- audit --------------------------------------------------------------------------------------
     def ensure_audit_table(self):

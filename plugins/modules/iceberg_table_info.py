@@ -240,6 +240,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import (
     IcebergError, describe_snapshot, ensure_required_libs, iceberg_argument_spec,
     latest_watermark_snapshot, open_table_from_params, pair_result, scan_table, split_identifier)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden, redact_urls
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     Watermark, WatermarkError, format_timestamp, parse_sequence, parse_timestamp)
 
@@ -260,8 +261,8 @@ def main():
             sequence_number=dict(type="int", required=True),
         )),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_one_of=[("table", "iceberg_table_location")])
+    module = harden(AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                                  required_one_of=[("table", "iceberg_table_location")]))
     ensure_required_libs(module)
     p = module.params
 
@@ -310,9 +311,9 @@ def main():
     except IcebergError as e:
         module.fail_json(msg=str(e), **result)
     except Exception as e:  # pyiceberg and pyarrow raise many kinds; say which and where
-        module.fail_json(msg="reading Iceberg table %s failed: %s: %s"
-                         % (p["table"] or p["iceberg_table_location"], type(e).__name__, str(e)[:500]),
-                         **result)
+        module.fail_json(msg=redact_urls("reading Iceberg table %s failed: %s: %s"
+                                         % (p["table"] or p["iceberg_table_location"], type(e).__name__,
+                                            str(e)[:500])), **result)
     module.exit_json(**result)
 
 

@@ -192,6 +192,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.clickhouse import (
     ClickHouseClient, ClickHouseError, ClickHouseInputError, clickhouse_argument_spec,
     ensure_required_libs, lookback_cutoff, pair_result, split_table, validate_identifier)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     Watermark, WatermarkError, format_timestamp, parse_duration, parse_sequence, parse_timestamp)
 
@@ -243,7 +244,7 @@ def main():
         lookback=dict(type="str", default="24h"),
         cutoff=dict(type="str"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = harden(AnsibleModule(argument_spec=argument_spec, supports_check_mode=True))
     ensure_required_libs(module)
     p = module.params
 

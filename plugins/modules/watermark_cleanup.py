@@ -14,7 +14,8 @@ version_added: 0.1.0
 description:
   - Keeps the newest O(keep) entries per table (runbook Scenario 4 step 3 keeps 10; the weekly prevention job
     keeps 50) and/or deletes entries older than O(older_than), and can restrict the deletion to exact duplicates
-    (O(duplicates_only)). An entry is deleted only when every rule given selects it.
+    (O(duplicates_only)) or to entries that regressed (O(regressions_only)). An entry is deleted only when every
+    rule given selects it.
   - Never deletes a table's latest entry. Ties are safe; rows written in one transaction share C(created_at),
     so entries are ordered by C(created_at) then C(id).
   - One transaction per run, holding the deletion, the backup (O(backup)) and one audit row per table; a failure
@@ -63,6 +64,17 @@ options:
         same table; the newest of each repeated pair stays.
     type: bool
     default: false
+  regressions_only:
+    description:
+      - Delete only entries whose pair, compared as a pair, is lower than the greatest pair among the entries of the
+        same table written before them (by C(created_at), then C(id)), that is a regressed entry and every later
+        entry still below the earlier high-water mark. Entries equal to it (duplicates) stay.
+      - The latest entry is never deleted. When it is the one that regressed it stays, the result says so
+        (C(latest_regressed)) and the module warns; reset the watermark forward first
+        (M(k2.iceberg_offload.watermark_reset) O(k2.iceberg_offload.watermark_reset#module:strategy=safe_point)).
+      - Combines with O(tables), O(keep), O(older_than) and O(duplicates_only) (every rule must select an entry).
+    type: bool
+    default: false
   method:
     description:
       - How the rows go.
@@ -71,7 +83,7 @@ options:
       - V(rewrite) copies the newest O(keep) entries of every table aside, C(TRUNCATE)s the table and copies them
         back, in one transaction under an C(ACCESS EXCLUSIVE) lock; readers and writers wait for it (a fraction
         of a second on 5 million rows, see docs/benchmarks.md). It needs O(keep) alone (no O(older_than),
-        O(duplicates_only) or O(tables)), O(backup=none), the C(TRUNCATE) privilege and no foreign key
+        O(duplicates_only), O(regressions_only) or O(tables)), O(backup=none), the C(TRUNCATE) privilege and no foreign key
         referencing the table. C(TRUNCATE) is not MVCC-safe; a C(REPEATABLE READ) transaction that started
         before it sees the table empty.
       - V(auto) uses V(rewrite) when it is allowed, the table has at least 100000 rows and at most a tenth of
@@ -118,6 +130,23 @@ EXAMPLES = r"""
     login_password: "{{ prefect_db_password }}"
     tables: [bronze_trades_binance]
     duplicates_only: true
+
+# Scenario 4, regression: after resetting the watermark forward, drop the entries below the high-water mark
+- name: Delete regressed entries of Binance (backup table first)
+  k2.iceberg_offload.watermark_cleanup:
+    login_host: 127.0.0.1
+    login_db: prefect
+    login_user: prefect
+    login_password: "{{ prefect_db_password }}"
+    tables: [bronze_trades_binance]
+    regressions_only: true
+  register: regressed
+
+- name: Say when the latest entry itself regressed (it is kept)
+  ansible.builtin.debug:
+    msg: "{{ item.table_name }}: reset the watermark forward first, latest {{ item.latest_pair }} < {{ item.high_water_pair }}"
+  loop: "{{ regressed.tables }}"
+  when: item.latest_regressed | default(false)
 
 # Prevention 2: the weekly job (keep 50, and at least 30 days)
 - name: Weekly watermark cleanup
@@ -166,6 +195,19 @@ tables:
       description: Entries left (or that would be).
       type: int
       sample: 10
+    latest_regressed:
+      description: With O(regressions_only), whether the table's latest entry is itself below the greatest pair
+        written before it (it is kept; reset the watermark forward first).
+      type: bool
+      sample: false
+    latest_pair:
+      description: When C(latest_regressed), the latest entry's pair.
+      type: dict
+      sample: {"max_timestamp": "2026-02-12 09:30:00", "sequence_number": 450}
+    high_water_pair:
+      description: When C(latest_regressed), the greatest pair written before the latest entry.
+      type: dict
+      sample: {"max_timestamp": "2026-02-12 10:00:00", "sequence_number": 500}
 backup:
   description: Backup table name or file path holding the deleted rows, or null.
   returned: always
@@ -187,10 +229,11 @@ audit_ids:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    postgres_common_argument_spec, watermark_write_argument_spec)
+    parse_lock_timeout, postgres_common_argument_spec, watermark_write_argument_spec)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
-    open_store, run_cleanup, run_or_fail)
+    module_audit_params, open_store, run_cleanup, run_or_fail)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import validate_cleanup
 
 
@@ -202,21 +245,24 @@ def main():
         keep=dict(type="int"),
         older_than=dict(type="str"),
         duplicates_only=dict(type="bool", default=False),
+        regressions_only=dict(type="bool", default=False),
         method=dict(type="str", choices=["auto", "delete", "rewrite"], default="auto"),
     )
-    module = AnsibleModule(
+    module = harden(AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
-    )
-    if module.params["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be zero or more seconds, got %d" % module.params["lock_timeout"])
+    ))
+    p = module.params
     try:
-        validate_cleanup(module.params["keep"], module.params["older_than"], module.params["duplicates_only"])
-    except WatermarkError as e:
+        parse_lock_timeout(p["lock_timeout"])
+        validate_cleanup(p["keep"], p["older_than"], p["duplicates_only"], p["regressions_only"])
+    except (ValueError, WatermarkError) as e:
         module.fail_json(msg=str(e))
     store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_cleanup")[1]
-    result = run_or_fail(module, run_cleanup, "cleaning up the watermark table", store, module.params,
-                         module.check_mode)
+    result = run_or_fail(module, run_cleanup, "cleaning up the watermark table", store, p, module.check_mode,
+                         audited=module_audit_params(module))
+    for warning in result.pop("_warnings", []):
+        module.warn(warning)
     if module._diff:
         result["diff"] = {
             "before": dict((t["table_name"], {"entries": t["entries_before"]}) for t in result["tables"]),

@@ -13,7 +13,10 @@ short_description: Create the watermark table and set a table's offload watermar
 version_added: 0.1.0
 description:
   - With O(state=present), makes sure the watermark table and its C((table_name, created_at DESC)) index exist,
-    using the runbook's Scenario 3 DDL. Idempotent.
+    using the runbook's Scenario 3 DDL. Idempotent. The index counts as present whatever its name when it is a
+    valid b-tree index on that table with those leading keys; a new one is named C(idx_<table>_table_created)
+    (the runbook's C(idx_watermarks_table_created) for C(offload_watermarks)), so a second watermark table in the
+    same schema gets its own.
   - With O(tables) and O(strategy), sets each table's watermark pair (C(max_timestamp), C(sequence_number)).
     The target comes from an explicit pair (O(strategy=pair)), from the greatest pair an existing entry holds
     (O(strategy=safe_point), runbook Scenario 4 step 5), from the latest pair moved by a duration
@@ -27,6 +30,10 @@ description:
     C(SELECT MAX(max_timestamp), MAX(sequence_number) ... GROUP BY table_name) takes each column's maximum
     separately; when the two maxima come from different rows (a regressed or corrupted entry, a sequence
     reset) it invents a pair no cycle ever wrote, which can skip rows that were never offloaded (data loss)."
+  - "Every new entry is the one the scheduler reads next: it is stamped with the transaction's C(now()), or just
+    after the table's latest C(created_at) when entries are dated in the future (a TimeZone change, a clock stepped
+    back), and before commit the module checks that the scheduler's C(ORDER BY created_at DESC LIMIT 1) returns it
+    and nothing ties with it; otherwise (an entry without C(created_at) sorts first) it rolls back and says why."
   - Refuses to move a watermark backward (below the latest entry) unless O(allow_backward=true); the rows
     between the two pairs would be offloaded again, which means duplicates in the cold tier.
   - "What the scheduler sees: while the change runs the table is locked in C(SHARE ROW EXCLUSIVE) mode, so its
@@ -257,6 +264,12 @@ created_index:
   returned: always
   type: bool
   sample: false
+index_name:
+  description: The C((table_name, created_at DESC)) index of the watermark table (null in check mode when it would
+    be created).
+  returned: always
+  type: str
+  sample: idx_watermarks_table_created
 tables:
   description: The plan and its outcome, one item per source table.
   returned: always
@@ -294,8 +307,14 @@ tables:
       description: Entries deleted (V(replace)), or that would be in check mode.
       type: int
       sample: 57
+    future_entries:
+      description:
+        - Entries of the table dated after the server's now. With O(mode=append) the new entry is stamped after
+          them, and the module warns that the scheduler's own next entries sort below it until the clock passes it.
+      type: int
+      sample: 0
     entry:
-      description: The inserted row (not in check mode).
+      description: The inserted row (not in check mode); the one the scheduler reads next.
       type: dict
       sample: {"id": 900, "table_name": "bronze_trades_binance", "max_timestamp": "2026-02-12 10:00:00",
                "sequence_number": 500, "created_at": "2026-02-12 11:02:03.456789"}
@@ -313,7 +332,7 @@ backup:
   description: Backup table name or file path holding the deleted rows, or null when nothing was deleted.
   returned: always
   type: str
-  sample: offload_watermarks_backup_20260212T110203
+  sample: offload_watermarks_backup_20260212_110203
 backup_rows:
   description: Rows saved in the backup.
   returned: when a backup was made
@@ -330,9 +349,10 @@ audit_ids:
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    postgres_common_argument_spec, watermark_write_argument_spec)
+    parse_lock_timeout, postgres_common_argument_spec, watermark_write_argument_spec)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
-    open_store, run_reset, run_or_fail)
+    module_audit_params, open_store, run_reset, run_or_fail)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import TARGET_STRATEGIES
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sources import (
     EXTERNAL_STRATEGIES, SourceCheck, SourceError, cold_tier_targets, lookback_targets)
@@ -382,17 +402,19 @@ def external_targets(module, client):
 
 
 def main():
-    module = AnsibleModule(
+    module = harden(AnsibleModule(
         argument_spec=argument_spec(),
         required_if=[("strategy", "pair", ("max_timestamp", "sequence_number")),
                      ("strategy", "shift_by", ("shift_by",)),
                      ("strategy", "lookback", ("tables", "clickhouse_url")),
                      ("strategy", "cold_tier", ("tables",))],
         supports_check_mode=True,
-    )
+    ))
     p = module.params
-    if p["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must be zero or more seconds, got %d" % p["lock_timeout"])
+    try:
+        parse_lock_timeout(p["lock_timeout"])
+    except ValueError as e:
+        module.fail_json(msg=str(e))
     client = None
     if p["clickhouse_url"]:
         ch_utils.ensure_required_libs(module)
@@ -405,7 +427,9 @@ def main():
         check = SourceCheck(client, p["timestamp_column"], p["sequence_column"], allow=p["allow_past_source"])
     store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_reset")[1]
     result = run_or_fail(module, run_reset, "resetting the watermark", store, p, module.check_mode,
-                         targets=targets, target_check=check)
+                         targets=targets, target_check=check, audited=module_audit_params(module))
+    for warning in result.pop("_warnings", []):
+        module.warn(warning)
     for plan in result.get("tables", []):
         name = plan["table_name"]
         plan["source"] = dict(sources.get(name) or {"strategy": p["strategy"]},

@@ -74,7 +74,7 @@ class WatermarkDB(object):
         """Everything in the schema: tables and their rows."""
         out = {}
         for (t,) in self.sql("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (self.schema,)):
-            out[t] = self.sql("SELECT * FROM %s.%s ORDER BY 1" % (self.schema, t))
+            out[t] = self.sql('SELECT * FROM %s."%s" ORDER BY 1' % (self.schema, t))
         return out
 
     def audit(self):

@@ -107,3 +107,25 @@ def test_ungranted_lock_shows_the_blocker(wdb, pg_server):
         th.join(10)
         blocker.close()
         waiter.close()
+
+
+def _examples_play(wdb, tmp_path):
+    """The module's first EXAMPLES (gather, then assert), pointed at this test's database."""
+    import yaml
+    from ansible_collections.k2.iceberg_offload.plugins.modules import watermark_info
+    tasks = yaml.safe_load(watermark_info.EXAMPLES)[:2]
+    tasks[0]["k2.iceberg_offload.watermark_info"] = wdb.args("watermark_info", tables=["b"])
+    path = tmp_path / "examples.yml"
+    path.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "connection": "local",
+                                     "tasks": tasks}]))
+    return str(path)
+
+
+def test_the_examples_stale_check_fails_on_a_missing_table(wdb, tmp_path):
+    from tests.support.ansible_module import run_playbook
+    rc, data, out = run_playbook(_examples_play(wdb, tmp_path))
+    assert rc != 0 and "does not exist" in out, out[-2000:]
+    wdb.create_table()
+    wdb.fill("b", 4)
+    rc, data, out = run_playbook(_examples_play(wdb, tmp_path))
+    assert rc == 0, out[-2000:]

@@ -152,6 +152,8 @@ def test_an_empty_source_refuses_any_target(wdb, source, clickhouse):
     ({"strategy": "lookback", "lookback": "-5h"}, "lookback"),
     ({"strategy": "lookback", "lookback": "forever"}, "lookback"),
     ({"strategy": "lookback", "lookback": "0s"}, "lookback"),
+    ({"strategy": "lookback", "lookback": "25000d"}, "reaches before 1970"),
+    ({"strategy": "lookback", "lookback": "99999999999d"}, "reaches before 1970"),
     ({"strategy": "lookback", "timestamp_column": "ts; DROP TABLE x"}, ""),
     ({"strategy": "lookback", "clickhouse_url": "http://127.0.0.1:1"}, ""),
     ({"strategy": "lookback", "clickhouse_url": "not a url"}, ""),

@@ -22,6 +22,10 @@ CLIENT_BIN = "/usr/bin/clickhouse-client"
 
 TEST_USER = "k2_reader"
 TEST_PASSWORD = "s3cret'pass\"word"
+# A second read-only user whose password is distinctive enough to grep every output for
+# (tests/integration/test_secrets.py); letters and digits only, so no encoding hides it.
+SECRET_USER = "k2_secret_reader"
+SECRET_PASSWORD = "K2chSecretZq7Xw41"
 
 _CONFIG = """<?xml version="1.0"?>
 <yandex>
@@ -76,6 +80,12 @@ _USERS = """<?xml version="1.0"?>
       <profile>readonly</profile>
       <quota>default</quota>
     </{user}>
+    <{secret_user}>
+      <password>{secret_password}</password>
+      <networks><ip>127.0.0.1</ip></networks>
+      <profile>readonly</profile>
+      <quota>default</quota>
+    </{secret_user}>
   </users>
   <quotas>
     <default>
@@ -137,7 +147,8 @@ class ClickHouseServer(object):
             f.write(_CONFIG.format(root=self.root, http_port=self.http_port, tcp_port=self.tcp_port,
                                    interserver_port=self.interserver_port))
         with open(os.path.join(self.root, "users.xml"), "w") as f:
-            f.write(_USERS.format(user=TEST_USER, password=_xml_escape(TEST_PASSWORD)))
+            f.write(_USERS.format(user=TEST_USER, password=_xml_escape(TEST_PASSWORD),
+                                  secret_user=SECRET_USER, secret_password=SECRET_PASSWORD))
         cmd = [SERVER_BIN, "--config-file=" + os.path.join(self.root, "config.xml")]
         if os.geteuid() == 0:
             # ClickHouse should not run as root; the Debian package made this user.
@@ -235,7 +246,8 @@ def _fixture():
         execute(url, "CREATE DATABASE IF NOT EXISTS %s" % database, user, password)
         try:
             yield {"url": url, "database": database, "user": user or "default",
-                   "password": password, "own_server": server is not None}
+                   "password": password, "own_server": server is not None,
+                   "root": server.root if server is not None else None}
         finally:
             try:
                 execute(url, "DROP DATABASE IF EXISTS %s" % database, user, password)

@@ -289,3 +289,32 @@ def test_argument_spec_hides_the_password():
     spec = ch.clickhouse_argument_spec()
     assert spec["clickhouse_password"]["no_log"] is True
     assert all(k.startswith("clickhouse_") for k in spec)
+
+
+# -- credentials in clickhouse_url ---------------------------------------------------------------
+@pytest.mark.parametrize("url, user, password, want", [
+    ("http://reader:s%40cret@h:8123/", "default", "", ("http://h:8123/", "reader", "s@cret")),
+    ("http://reader@h:8123", "default", "pw", ("http://h:8123", "reader", "pw")),
+    ("http://reader:pw@h", "reader", "pw", ("http://h", "reader", "pw")),
+    ("http://h:8123/", "u", "p", ("http://h:8123/", "u", "p")),
+])
+def test_url_credentials_are_taken_out_of_the_url(url, user, password, want):
+    assert ch.split_url_credentials(url, user, password) == want
+
+
+@pytest.mark.parametrize("url, user, password, words", [
+    ("http://reader:pw@h/", "other", "", "names the user"),
+    ("http://reader:pw@h/", "default", "different", "holds a different one"),
+])
+def test_conflicting_credentials_are_refused_without_the_password(url, user, password, words):
+    with pytest.raises(ch.ClickHouseInputError) as e:
+        ch.split_url_credentials(url, user, password)
+    assert words in str(e.value) and "pw" not in str(e.value).replace("password", "")
+
+
+def test_the_client_never_keeps_the_url_password():
+    client = ch.ClickHouseClient(url="http://reader:topsecret@127.0.0.1:8123/")
+    assert client.url == "http://127.0.0.1:8123/" and client.user == "reader" and client.password == "topsecret"
+    with pytest.raises(ch.ClickHouseInputError) as e:
+        ch.ClickHouseClient(url="ftp://reader:topsecret@127.0.0.1/")
+    assert "topsecret" not in str(e.value)

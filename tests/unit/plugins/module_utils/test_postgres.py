@@ -8,16 +8,46 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils import postgres
     ("offload_watermarks", ("offload_watermarks",)),
     ("public.offload_watermarks", ("public", "offload_watermarks")),
     ("_t1", ("_t1",)),
-    ("A" * 63, ("A" * 63,)),
-    ("S." + "t" * 63, ("S", "t" * 63)),
+    # unquoted names fold to lower case, as PostgreSQL folds them
+    ("A" * 63, ("a" * 63,)),
+    ("S." + "t" * 63, ("s", "t" * 63)),
+    ("Offload_Watermarks", ("offload_watermarks",)),
+    ("Public.OFFLOAD_WATERMARKS", ("public", "offload_watermarks")),
+    # a double-quoted part is taken exactly
+    ('"Offload_Watermarks"', ("Offload_Watermarks",)),
+    ('"offload_watermarks"', ("offload_watermarks",)),
+    ('K2."Tbl"', ("k2", "Tbl")),
+    ('"My-Schema"."T$1"', ("My-Schema", "T$1")),
 ])
 def test_valid_table_names(name, parts):
     assert pg.parse_table_name(name) == parts
 
 
+@pytest.mark.parametrize("parts,shown", [
+    (("offload_watermarks",), "offload_watermarks"),
+    (("k2", "Tbl"), 'k2."Tbl"'),
+    (("My-Schema", "t"), '"My-Schema".t'),
+])
+def test_display_name_quotes_what_needs_it(parts, shown):
+    assert pg.display_name(parts) == shown
+    assert pg.parse_table_name(shown) == parts
+
+
+@pytest.mark.parametrize("value,ms", [(0, 1), (1, 1000), (10, 10000)])
+def test_lock_timeout_zero_means_do_not_wait(value, ms):
+    assert pg.parse_lock_timeout(value) == ms
+
+
+@pytest.mark.parametrize("value", [-1, -10, True, "5", 10 ** 9])
+def test_bad_lock_timeouts_are_refused(value):
+    with pytest.raises(ValueError, match="lock_timeout"):
+        pg.parse_lock_timeout(value)
+
+
 HOSTILE = [
     "", " ", "offload_watermarks; DROP TABLE offload_watermarks", "offload_watermarks--",
-    "x' OR '1'='1", 'x"y', '"offload_watermarks"', "a.b.c", ".t", "t.", "1table", "t" * 64,
+    "x' OR '1'='1", 'x"y', '""', '"a"b', '"a', 'a"', '"a b"', '"a;b"', '"a""b"', '"' + "t" * 64 + '"',
+    '"café"', "a.b.c", ".t", "t.", "1table", "t" * 64,
     "café", "t\u200bx", "t x", "t\n", "t\x00", "public.*", "t;", "pg_catalog.pg_authid extra",
     "${x}", "a..b",
 ]

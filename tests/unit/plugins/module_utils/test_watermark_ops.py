@@ -73,3 +73,14 @@ def test_forced_rewrite_refused_with_reason():
     with pytest.raises(ops.OperationError, match="TRUNCATE"):
         ops._choose_rewrite(FakeStore(can_rewrite=False), params(method="rewrite"), None)
     assert ops._choose_rewrite(FakeStore(rows=10), params(method="rewrite"), None) is True
+
+
+def test_index_names_derive_from_the_table_and_fit_63_bytes():
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import index_name_candidates
+    runbook = index_name_candidates(("offload_watermarks",))
+    assert runbook[:2] == ["idx_watermarks_table_created", "idx_offload_watermarks_table_created"]
+    assert index_name_candidates(("s", "other"))[0] == "idx_other_table_created"
+    long = index_name_candidates(("w" * 63,))
+    assert len(long) == 1 and len(long[0]) <= 63 and long[0].endswith("_table_created")
+    assert index_name_candidates(("w" * 63,)) != index_name_candidates(("w" * 62 + "x",))
+    assert all(len(n.encode()) <= 63 for t in ("a", "Tbl", "x" * 45, "y" * 50) for n in index_name_candidates((t,)))

@@ -127,6 +127,51 @@ def test_cleanup_validation_accepts():
 
 def test_default_backup_name_fits_63_and_keeps_schema():
     now = T(2026, 2, 12, 11, 2, 3)
-    assert wp.default_backup_name(("offload_watermarks",), now) == ("offload_watermarks_backup_20260212T110203",)
+    assert wp.default_backup_name(("offload_watermarks",), now) == ("offload_watermarks_backup_20260212_110203",)
     long = wp.default_backup_name(("s", "x" * 63), now)
-    assert long[0] == "s" and len(long[1]) == 63 and long[1].endswith("_backup_20260212T110203")
+    assert long[0] == "s" and len(long[1]) == 63 and long[1].endswith("_backup_20260212_110203")
+
+
+# -- analyse_window: the findings watermark_info reports --------------------------------------------
+def _rows(spec):
+    """spec: (minutes after 08:00 created, ts hour, seq) -> rows newest first, as window_rows returns."""
+    base = datetime.datetime(2026, 2, 12, 8)
+    rows = [(i + 1, datetime.datetime(2026, 2, 12, h), s, base + datetime.timedelta(minutes=m))
+            for i, (m, h, s) in enumerate(spec)]
+    return sorted(rows, key=lambda r: (r[3], r[0]), reverse=True)
+
+
+def test_analyse_window_gaps_regressions_and_pairs():
+    rows = _rows([(0, 5, 50), (15, 5, 60), (135, 7, 80), (150, 6, 70), (151, 7, 90), (152, 7, 90)])
+    out = wp.analyse_window(rows, gap_seconds=1800, burst_threshold=10)
+    assert out["gap_count"] == 1 and out["gaps"][0]["seconds"] == 7200.0
+    assert out["regression_count"] == 1
+    assert out["regressions"][0]["previous"]["sequence_number"] == 80
+    assert out["regressions"][0]["entry"]["sequence_number"] == 70
+    assert out["duplicate_pairs"] == [{"max_timestamp": "2026-02-12 07:00:00", "sequence_number": 90, "entries": 2}]
+    assert out["duplicate_bursts"] == []
+
+
+def test_analyse_window_bursts_count_the_trailing_hour_with_peers():
+    rows = _rows([(m, 7, m) for m in range(0, 12)] + [(200, 8, 500)] + [(300 + m // 2, 9, 600 + m) for m in range(12)])
+    out = wp.analyse_window(rows, gap_seconds=1800, burst_threshold=10)
+    assert [b["max_entries_per_hour"] for b in out["duplicate_bursts"]] == [12, 12]
+    assert out["duplicate_bursts"][0]["first"] > out["duplicate_bursts"][1]["last"]  # most recent first
+
+
+def test_analyse_window_limits_lists_but_counts_all():
+    rows = _rows([(m, 10 - (m % 2), m) for m in range(0, 100)])
+    out = wp.analyse_window(rows, gap_seconds=1800, burst_threshold=1000, limit=5)
+    assert out["regression_count"] == 50 and len(out["regressions"]) == 5
+
+
+def test_window_entries_limit():
+    assert wp.window_entries_limit(86400, 900) == 1000
+    assert wp.window_entries_limit(7 * 86400, 60) == 100800
+    assert wp.window_entries_limit(86400, 900, 50) == 50
+
+
+def test_regressions_only_is_a_cleanup_rule():
+    assert wp.validate_cleanup(None, None, False, True) is None
+    with pytest.raises(wp.WatermarkError, match="regressions_only"):
+        wp.validate_cleanup(None, None, False, False)
