@@ -42,7 +42,7 @@ class Run(object):
 def env():
     e = dict(os.environ)
     e.update({"ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, ".collections"),
-              "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "False", "ANSIBLE_HOST_KEY_CHECKING": "False",
+              "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "True", "ANSIBLE_HOST_KEY_CHECKING": "False",
               "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
     for k in ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_LOAD_CALLBACK_PLUGINS"):
         e.pop(k, None)
