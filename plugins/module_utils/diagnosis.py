@@ -119,6 +119,7 @@ class _Diagnosis(object):
         self.observations = []   # context for the operator
         self.missing = []
         self.ages = {}
+        self.stale_unexplained = False
 
     def add(self, case, evidence, tables=None, **data):
         item = self.cases.setdefault(case, {"evidence": [], "tables": [], "data": {}})
@@ -402,6 +403,7 @@ class _Diagnosis(object):
             status = "escalate"
         elif stale:
             status = "escalate"
+            self.stale_unexplained = True
             self.escalations.append("watermark stale for %s, but none of the runbook's five scenarios explains it "
                                     "(what was seen: %s)" % (", ".join(stale), "; ".join(self.observations) or
                                                              "nothing else"))
@@ -423,6 +425,7 @@ class _Diagnosis(object):
             "scenario_numbers": [s["scenario"] for s in scenarios],
             "primary": scenarios[0]["scenario"] if scenarios else status,
             "escalations": self.escalations,
+            "stale_unexplained": self.stale_unexplained,
             "stale_tables": stale,
             "ages": dict((t, {"seconds": a[1], "source": a[0]}) for t, a in sorted(self.ages.items())),
             "observations": self.observations,
