@@ -293,6 +293,11 @@ class _Diagnosis(object):
                              name, t["future_entries"], "y" if t["future_entries"] == 1 else "ies"), tables=[name])
         return wm
 
+    def source(self):
+        raw = self.facts.get("source")
+        if isinstance(raw, dict) and raw and not raw.get("skipped") and _ok(raw, "tables") is None:
+            self.missing.append(_why_missing("source rows past the watermark (ClickHouse)", raw))
+
     def cold_tier(self, wm):
         cold = self.facts.get("cold")
         if not cold:
@@ -360,9 +365,7 @@ class _Diagnosis(object):
                 continue
             after = ((src or {}).get("tables") or {}).get(name, {}).get("after_watermark") if src else None
             if src is None:
-                self.missing.append("source rows past the watermark of %s (ClickHouse: %s)" % (
-                    name, _why_missing("source", self.facts.get("source")).split(": ", 1)[-1]))
-                continue
+                continue  # named once in missing_facts by source()
             if after and after.get("rows"):
                 age = self.ages.get(name, (None, None))[1]
                 if age is not None and age < 1.5 * self.cycle:
@@ -440,6 +443,7 @@ def classify(facts):
     d.prometheus()
     d.database()
     wm = d.watermark_table()
+    d.source()
     d.cold_tier(wm)
     d.scheduler(wm)
     return d.result(d.staleness())
