@@ -10,9 +10,8 @@ repair: recreate the table, first watermark from the cold tier), and says so.
 import json
 import os
 
-from . import STATE_DIR, log
-from .lab import (NETWORK, PG, SCHEDULER, SPARK, TABLES, dexec, docker, labtool, psql,
-                  run, settings, _wait)
+from . import STATE_DIR, engine, log
+from .lab import (NETWORK, PG, SCHEDULER, SPARK, TABLES, dexec, labtool, psql, settings, _wait)
 
 IDLE_SESSIONS_PIDFILE = "/tmp/k2-idle-sessions.pids"
 
@@ -75,16 +74,16 @@ def _heal_scheduler_stopped():
 
 # 2 --------------------------------------------------------------------------------------
 def _inject_pg_stopped():
-    docker("stop", PG, timeout=120)
+    engine.stop(PG, timeout=60)
 
 
 def _heal_pg_stopped():
-    docker("start", PG)
+    engine.start(PG)
     _wait("PostgreSQL", lambda: psql("SELECT 1", check=False).strip() == "1", 90)
 
 
 def _inject_pg_crashed():
-    docker("kill", "--signal", "KILL", PG)
+    engine.kill(PG, "KILL")
 
 
 _heal_pg_crashed = _heal_pg_stopped
@@ -101,15 +100,15 @@ def _inject_pg_connections(sessions=None):
         'rm -f {pids}; for i in $(seq 1 {n}); do '
         '(sleep infinity | PGPASSWORD="$K2PW" psql -h {pg} -U prefect -d prefect -q >/dev/null 2>&1 &'
         ' echo $! >> {pids}); done; sleep 3'.format(pids=IDLE_SESSIONS_PIDFILE, n=n, pg=PG))
-    run(["docker", "exec", "-e", "K2PW=" + password, SPARK, "bash", "-c", script], capture=True)
+    dexec(SPARK, "bash", "-c", script, env={"K2PW": password})
     _wait("connection slots to fill up", _slots_full, 90)
     return n
 
 
 def _slots_full():
     """True when a new connection of the prefect role is refused for lack of slots."""
-    out = run(["docker", "exec", "-e", "PGPASSWORD=" + settings()["pg_password"], SPARK, "psql", "-h", PG,
-               "-U", "prefect", "-d", "prefect", "-c", "SELECT 1"], check=False, capture=True)
+    out = dexec(SPARK, "psql", "-h", PG, "-U", "prefect", "-d", "prefect", "-c", "SELECT 1", check=False,
+                env={"PGPASSWORD": settings()["pg_password"]})
     return "SELECT 1" not in out and "?column?" not in out
 
 
@@ -121,13 +120,13 @@ def _heal_pg_connections():
 
 
 def _inject_pg_partition():
-    docker("network", "disconnect", NETWORK, PG)
+    engine.network_disconnect(NETWORK, PG)
 
 
 def _heal_pg_partition():
-    connected = docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", PG, check=False)
-    if NETWORK not in connected:
-        docker("network", "connect", NETWORK, PG, check=False)
+    info = engine.inspect(PG) or {}
+    if NETWORK not in ((info.get("NetworkSettings") or {}).get("Networks") or {}):
+        engine.network_connect(NETWORK, PG)
 
 
 # 3 --------------------------------------------------------------------------------------
@@ -145,9 +144,9 @@ def _heal_table_dropped():
 def _psql_under_offload_lock(table, sql):
     """Run SQL from the Spark container while holding the table's offload lock, so no offload
     of that table is between its Iceberg append and its watermark insert meanwhile."""
-    return run(["docker", "exec", "-e", "PGPASSWORD=" + settings()["pg_password"], SPARK, "flock",
-                "/run/k2-offload/%s.lock" % table, "psql", "-h", PG, "-U", "prefect", "-d", "prefect", "-q", "-At",
-                "-v", "ON_ERROR_STOP=1", "-c", sql], capture=True)
+    return dexec(SPARK, "flock", "/run/k2-offload/%s.lock" % table, "psql", "-h", PG, "-U", "prefect", "-d",
+                 "prefect", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql,
+                 env={"PGPASSWORD": settings()["pg_password"]})
 
 
 def _inject_duplicate_burst(count=30, table=TABLES[0]):

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from . import LAB_DIR, log, run
+from . import LAB_DIR, engine, log, run
 
 IMAGES_DIR = os.path.join(LAB_DIR, "images")
 SERVICES = ("postgres", "clickhouse", "spark-iceberg")
@@ -100,8 +100,7 @@ def _dir_digest(path):
 
 
 def image_exists(ref):
-    return subprocess.run(["docker", "image", "inspect", ref],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    return engine.image_exists(ref)
 
 
 def base_ref():
@@ -139,8 +138,7 @@ def build_base(force=False):
         os.chmod(os.path.join(root, "usr/sbin/policy-rc.d"), 0o755)
         run(["chroot", root, "apt-get", "clean"], quiet=True)
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        run(["docker", "import", "--change", 'CMD ["/bin/bash"]', "-", ref],
-            stdin=tar.stdout, quiet=True)
+        engine.image_import(tar.stdout, ref, changes=['CMD ["/bin/bash"]'])
         if tar.wait() != 0:
             raise RuntimeError("tar of the rootfs failed")
     finally:
@@ -167,8 +165,7 @@ def build_service(name, force=False):
             run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
                  "-r", reqs, "-d", os.path.join(context, "wheels")], quiet=True)
         log("docker build %s FROM %s" % (ref, base))
-        run(["docker", "build", "--network", "host", "--build-arg", "BASE=" + base,
-             "-t", ref, context], quiet=True)
+        engine.image_build(context, ref, buildargs={"BASE": base})
     finally:
         shutil.rmtree(context, ignore_errors=True)
     log("built %s in %.0f s" % (ref, time.time() - start))
@@ -178,12 +175,9 @@ def build_service(name, force=False):
 def prune_old_tags(ref):
     """Remove this image's earlier tags (other input hashes); ones still in use stay."""
     repo = ref.split(":")[0]
-    tags = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False).stdout.decode().split()
-    for old in tags:
+    for old in engine.image_tags(repo):
         if old != ref:
-            subprocess.run(["docker", "image", "rm", old], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, check=False)
+            engine.image_remove(old)
 
 
 def build_all(force=False):

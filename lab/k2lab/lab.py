@@ -20,7 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from . import LAB_DIR, STATE_DIR, images, log, run
+from . import LAB_DIR, STATE_DIR, engine, images, log, run
 
 # K2LAB_PREFIX names a second lab beside the first (its own containers and network; give it
 # its own K2LAB_*_PORT and K2LAB_STATE_DIR too). Empty: the runbook's names.
@@ -58,18 +58,27 @@ def _write_state(data):
         json.dump(data, fh, indent=2)
 
 
-def docker(*args, check=True, capture=True, timeout=120):
-    return run(["docker"] + list(args), check=check, capture=capture, timeout=timeout)
+def inspect(name):
+    """``docker inspect NAME`` (a container) as a dict, or None."""
+    return engine.inspect(name)
 
 
-def dexec(container, *cmd, check=True, input=None, timeout=300):
-    args = ["docker", "exec"] + (["-i"] if input is not None else []) + [container] + list(cmd)
-    return run(args, check=check, capture=True, input=input, timeout=timeout)
+def network_members(network=None):
+    """Names of the containers attached to a network (the lab's by default)."""
+    info = engine.network_inspect(network or NETWORK) or {}
+    return sorted(c["Name"] for c in (info.get("Containers") or {}).values())
+
+
+def dexec(container, *cmd, check=True, input=None, timeout=300, env=None):
+    """``docker exec CONTAINER CMD...`` through the engine API; returns stdout (stderr too on failure)."""
+    if input is not None:
+        raise ValueError("dexec takes no standard input; pass data as arguments")
+    rc, out, err = engine.exec_(container, list(cmd), env=env, check=check)
+    return out if rc == 0 or not check else out + err
 
 
 def container_running(name):
-    out = docker("inspect", "-f", "{{.State.Running}}", name, check=False)
-    return out.strip() == "true"
+    return engine.running(name)
 
 
 def _wait(what, predicate, timeout, interval=1.0):
@@ -159,13 +168,11 @@ def consistency(tables=None, watermark=None):
         cmd += ["--table", t]
     if watermark:
         cmd += ["--watermark-ts", str(watermark[0]), "--watermark-seq", str(watermark[1])]
-    proc = subprocess.run(["docker", "exec", SPARK] + cmd, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=600)
+    rc, out, err = engine.exec_(SPARK, cmd, check=False)
     try:
-        return json.loads(proc.stdout.decode())
+        return json.loads(out)
     except ValueError:
-        raise RuntimeError("consistency checker failed (rc %d): %s" % (
-            proc.returncode, proc.stderr.decode(errors="replace")[-2000:]))
+        raise RuntimeError("consistency checker failed (rc %d): %s" % (rc, (err or out)[-2000:]))
 
 
 def wait_for_new_watermarks(tables=TABLES, cycles=1, timeout=None):
@@ -301,20 +308,18 @@ def up(cycle_seconds=None, timeout=300):
         fh.write("K2_PG_DSN=host=%s port=5432 dbname=prefect user=prefect password=%s\n" % (PG, password))
         fh.write("K2_CH_URL=http://%s:8123/\nK2_TABLES=%s\nK2_CYCLE_SECONDS=%d\n" % (CH, " ".join(TABLES), cycle))
 
-    docker("network", "create", "--label", LABEL, NETWORK)
-    docker("run", "-d", "--name", PG, "--hostname", PG, "--network", NETWORK, "--label", LABEL,
-           "-e", "POSTGRES_PASSWORD=" + password, "-p", "127.0.0.1:%d:5432" % ports["pg"],
-           refs["postgres"])
-    docker("run", "-d", "--name", CH, "--hostname", CH, "--network", NETWORK, "--label", LABEL,
-           "-p", "127.0.0.1:%d:8123" % ports["ch"], refs["clickhouse"])
-    docker("run", "-d", "--name", SPARK, "--hostname", SPARK, "--network", NETWORK, "--label", LABEL,
-           "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run",
-           "--tmpfs", "/run/lock", "-v", "%s:/etc/k2/offload.env:ro" % env_path,
-           "-p", "127.0.0.1:%d:9188" % ports["exporter"], refs["spark-iceberg"])
+    labels = {LABEL.split("=")[0]: LABEL.split("=")[1]}
+    engine.network_create(NETWORK, labels)
+    engine.run(refs["postgres"], PG, NETWORK, labels, env={"POSTGRES_PASSWORD": password},
+               ports={"5432/tcp": ("127.0.0.1", ports["pg"])})
+    engine.run(refs["clickhouse"], CH, NETWORK, labels, ports={"8123/tcp": ("127.0.0.1", ports["ch"])})
+    engine.run(refs["spark-iceberg"], SPARK, NETWORK, labels, cgroupns="host",
+               volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
+                        env_path: {"bind": "/etc/k2/offload.env", "mode": "ro"}},
+               tmpfs={"/run": "", "/run/lock": ""}, ports={"9188/tcp": ("127.0.0.1", ports["exporter"])})
     _wait("PostgreSQL in %s" % PG, lambda: psql("SELECT 1", check=False).strip() == "1", 120)
     _wait("ClickHouse seeded in %s" % CH,
-          lambda: run(["docker", "exec", CH, "test", "-e", "/tmp/k2-clickhouse-ready"],
-                      check=False, quiet=True) == 0, 180)
+          lambda: engine.exec_(CH, ["test", "-e", "/tmp/k2-clickhouse-ready"], check=False)[0] == 0, 180)
     _wait("systemd in %s" % SPARK,
           lambda: dexec(SPARK, "systemctl", "is-system-running", check=False).strip() in ("running", "degraded"),
           120)
@@ -352,16 +357,14 @@ def _stop_prometheus():
 def down(quiet=False):
     """Remove every container, network, volume and process the lab made, and its state."""
     _stop_prometheus()
-    ids = docker("ps", "-aq", "--filter", "label=" + LABEL, check=False).split()
-    names = [c for c in CONTAINERS if docker("inspect", c, check=False).strip().startswith("[{")]
-    if ids or names:
-        docker("rm", "-f", "-v", *sorted(set(ids + names)), timeout=180)
-    for net in set(docker("network", "ls", "-q", "--filter", "label=" + LABEL, check=False).split()):
-        docker("network", "rm", net, check=False)
-    if docker("network", "inspect", NETWORK, check=False).strip().startswith("[{"):
-        docker("network", "rm", NETWORK, check=False)
-    for vol in docker("volume", "ls", "-q", "--filter", "label=" + LABEL, check=False).split():
-        docker("volume", "rm", vol, check=False)
+    for cid in sorted(set(engine.containers_with_label(LABEL) + [c for c in CONTAINERS if engine.inspect(c)])):
+        engine.remove(cid)
+    for net in set(engine.networks_with_label(LABEL)):
+        engine.network_remove(net)
+    if engine.network_inspect(NETWORK):
+        engine.network_remove(NETWORK)
+    for vol in engine.volumes_with_label(LABEL):
+        engine.volume_remove(vol)
     if os.path.isdir(STATE_DIR):
         shutil.rmtree(STATE_DIR)
     if not quiet:
@@ -371,10 +374,9 @@ def down(quiet=False):
 def leftovers():
     """What the lab could have left behind (empty when down() did its job)."""
     found = {
-        "containers": docker("ps", "-aq", "--filter", "label=" + LABEL, check=False).split()
-        + [c for c in CONTAINERS if docker("inspect", c, check=False).strip().startswith("[{")],
-        "networks": docker("network", "ls", "-q", "--filter", "name=^%s$" % NETWORK, check=False).split(),
-        "volumes": docker("volume", "ls", "-q", "--filter", "label=" + LABEL, check=False).split(),
+        "containers": engine.containers_with_label(LABEL) + [c for c in CONTAINERS if engine.inspect(c)],
+        "networks": [NETWORK] if engine.network_inspect(NETWORK) else [],
+        "volumes": engine.volumes_with_label(LABEL),
         "state_dir": [STATE_DIR] if os.path.exists(STATE_DIR) else [],
     }
     return {k: v for k, v in found.items() if v}

@@ -26,8 +26,7 @@ def test_lab_is_up(k2lab):
         assert lab.container_running(name), name
     assert lab.scheduler_active() == "active"
     assert set(lab.latest_watermarks()) == set(lab.TABLES)
-    nets = json.loads(lab.docker("network", "inspect", lab.NETWORK))[0]["Containers"]
-    assert {c["Name"] for c in nets.values()} == set(lab.CONTAINERS)
+    assert set(lab.network_members()) == set(lab.CONTAINERS)
     # 48 h of seeded history per source table
     span = lab.ch("SELECT dateDiff('hour', min(exchange_timestamp), max(exchange_timestamp)) "
                   "FROM bronze_trades_binance").strip()
@@ -115,7 +114,7 @@ def test_fault_postgres_down(k2lab, fault):
     faults.inject(fault)
     try:
         assert not lab.container_running(lab.PG)
-        state = json.loads(lab.docker("inspect", lab.PG))[0]["State"]
+        state = lab.inspect(lab.PG)["State"]
         assert state["Status"] == "exited"
         assert state["ExitCode"] == (137 if fault == "pg-crashed" else 0)
         _assert_stalls(k2lab)
@@ -151,8 +150,7 @@ def test_fault_connections_exhausted(k2lab):
 def test_fault_network_partition(k2lab):
     faults.inject("pg-partition")
     try:
-        nets = json.loads(lab.docker("network", "inspect", lab.NETWORK))[0]["Containers"]
-        assert lab.PG not in {c["Name"] for c in nets.values()}
+        assert lab.PG not in lab.network_members()
         assert lab.container_running(lab.PG)
         _assert_stalls(k2lab)
         assert "ERROR watermark: cannot connect to PostgreSQL" in lab.scheduler_log(30)

@@ -6,7 +6,6 @@ the stack comes back, every watermark advances, and the consistency checker find
 0 missing, 0 duplicated, 0 past the watermark for every table. The logic-bug variant of
 Scenario 5 must end in an escalation that changed nothing.
 """
-import json
 import time
 
 import pytest
@@ -39,7 +38,7 @@ def inventory(k2lab, tmp_path_factory):
 def state():
     """What a recovery would change, read without the collection."""
     s = {}
-    insp = json.loads(lab.docker("inspect", lab.PG))[0]
+    insp = lab.inspect(lab.PG)
     s["pg_status"] = insp["State"]["Status"]
     s["pg_networks"] = sorted(insp["NetworkSettings"]["Networks"])
     s["scheduler"] = lab.scheduler_active()
