@@ -6,7 +6,7 @@ export K2_VENV := $(VENV)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 LAB := cd lab && $(PY) -m k2lab
 
-.PHONY: setup test demo lab-build lab-up lab-down lab-status lab-check build bench clean
+.PHONY: setup test demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean
 
 setup:            ## venv, Debian packages, dockerd, collections path
 	@bash scripts/setup.sh
@@ -33,6 +33,9 @@ build: setup      ## the collection tarball (what ansible-galaxy collection inst
 
 bench: setup      ## benchmarks; results go to docs/benchmarks.md
 	@bash bench/run.sh
+
+chaos: setup      ## several seeded fault sequences recovered by the playbooks (make test runs one short seed)
+	@bash bench/run.sh chaos
 
 clean:
 	@$(LAB) down || true

@@ -141,10 +141,15 @@ def render(results):
 
 
 def write_doc(text):
+    write_section("mttr", text)
+
+
+def write_section(name, text):
+    """Replace the section between <!-- NAME:begin ... --> and <!-- NAME:end --> (or append it)."""
     path = os.path.join(REPO, "docs", "benchmarks.md")
     with open(path) as fh:
         doc = fh.read()
-    begin, end = "<!-- mttr:begin", "<!-- mttr:end -->"
+    begin, end = "<!-- %s:begin" % name, "<!-- %s:end -->" % name
     if begin in doc:
         a = doc.index(begin)
         b = doc.index(end) + len(end) + 1

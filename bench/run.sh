@@ -3,7 +3,8 @@
 #                                  bench/run.sh coldtier [options]
 #                                  bench/run.sh dedupe [options]
 #                                  bench/run.sh mttr [--faults a,b] [--repeat N]   (needs the lab; ~15 min)
-#                                  bench/run.sh all   (the default; what `make bench` runs)
+#                                  bench/run.sh chaos [--seeds 1,2,3] [--steps N]  (needs the lab; make chaos)
+#                                  bench/run.sh all   (the default; what `make bench` runs; chaos is separate)
 # Results go to bench/results/ (raw JSON) and docs/benchmarks.md.
 # Environment: K2_VENV (default .venv).
 set -euo pipefail
@@ -16,10 +17,11 @@ case "$what" in
   coldtier) exec "$VENV/bin/python" bench/coldtier_bench.py "$@" ;;
   dedupe) exec "$VENV/bin/python" bench/dedupe_bench.py "$@" ;;
   mttr) exec "$VENV/bin/python" bench/mttr_bench.py "$@" ;;
+  chaos) exec "$VENV/bin/python" bench/chaos_bench.py "$@" ;;
   all)
     "$VENV/bin/python" bench/watermark_bench.py
     "$VENV/bin/python" bench/coldtier_bench.py
     "$VENV/bin/python" bench/dedupe_bench.py
     exec "$VENV/bin/python" bench/mttr_bench.py ;;
-  *) echo "usage: $0 [all|watermarks|coldtier|dedupe|mttr] [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|watermarks|coldtier|dedupe|mttr|chaos] [options]" >&2; exit 2 ;;
 esac

@@ -11,6 +11,7 @@ import os
 
 from k2lab import REPO_DIR, faults, lab
 from tests.support.ansible_module import run_module
+from tests.support.incident import lab_inventory, run_playbook
 
 SPARK_HOST = (lab.SPARK, lab.OFFLOAD_PY)
 OUTPUT = os.path.join(REPO_DIR, "tests", "output")
@@ -84,5 +85,33 @@ def test_runbook_lookback_reset_duplicates_what_the_cold_tier_had(k2lab):
     record = {"table": table, "lookback": "24h", "lookback_pair": new[:2], "cold_tier_pair_before": cold_max,
               "duplicated_rows": r["duplicated_rows"], "duplicated_keys": r["duplicated_keys"]}
     os.makedirs(OUTPUT, exist_ok=True)
+    with open(os.path.join(OUTPUT, "lookback-duplicates.json"), "w") as fh:
+        json.dump(record, fh, indent=2)
+
+
+def test_runbook_lookback_duplicates_are_repaired_by_post_incident(k2lab, tmp_path):
+    """Issue 10: the runbook's literal 24 h lookback, once repaired, leaves 0 duplicated and 0 missing rows.
+    post_incident.yml finds the copies; with k2_execute it removes them (one Iceberg commit per table)."""
+    table = lab.TABLES[0]
+    before = lab.consistency(tables=[table])["tables"][table]
+    assert before["duplicated_rows"] > 100000, before  # left by the test above
+    inventory = lab_inventory(str(tmp_path / "lab.yml"))
+    plan = run_playbook("post_incident.yml", inventory, str(tmp_path / "plan"), extra={"k2_post_incident_cycles": 1})
+    assert plan.rc != 0, plan  # duplicates fail the checks
+    assert any(a["step"].startswith("iceberg_dedupe %s" % table) and a["dry_run"]
+               for a in plan.report("incident")["actions"]), plan
+    assert lab.consistency(tables=[table])["tables"][table]["duplicated_rows"] >= before["duplicated_rows"]
+    done = run_playbook("post_incident.yml", inventory, str(tmp_path / "done"),
+                        extra={"k2_post_incident_cycles": 1, "k2_execute": True})
+    assert done.rc == 0, done
+    incident = done.report("incident")
+    assert incident["ok"] and incident["reconciliation"]["ok"], incident
+    assert any(a["step"].startswith("iceberg_dedupe %s" % table) and a["changed"] for a in incident["actions"])
+    lab.wait_for_new_watermarks(tables=[table], cycles=1)
+    r = lab.consistency(tables=[table])["tables"][table]
+    assert (r["missing"], r["duplicated_rows"], r["past_watermark"]) == (0, 0, 0), r
+    with open(os.path.join(OUTPUT, "lookback-duplicates.json")) as fh:
+        record = json.load(fh)
+    record["after_post_incident_repair"] = {"duplicated_rows": r["duplicated_rows"], "missing": r["missing"]}
     with open(os.path.join(OUTPUT, "lookback-duplicates.json"), "w") as fh:
         json.dump(record, fh, indent=2)

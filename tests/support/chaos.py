@@ -31,10 +31,7 @@ def plan(seed, steps):
     for n in range(steps):
         # at least one step of two faults in a run of three or more
         if rng.random() < 0.5 or (n == steps - 1 and steps >= 3 and not any(len(s) == 2 for s in out)):
-            pair = rng.choice(PAIRS)
-            if pair[0] == "scheduler-stopped":
-                pair = (pair[0], pair[1])
-            out.append(list(pair))
+            out.append(list(rng.choice(PAIRS)))
         else:
             out.append([rng.choice(SINGLES)])
     return out, [round(rng.uniform(1.0, 2.5), 2) for _ in range(steps)]

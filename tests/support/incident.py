@@ -39,17 +39,18 @@ class Run(object):
         return "%s rc=%d in %.1f s\n%s" % (self.playbook, self.rc, self.seconds, self.output[-6000:])
 
 
-def env():
+def env(extra=None):
     e = dict(os.environ)
     e.update({"ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, ".collections"),
-              "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "False", "ANSIBLE_HOST_KEY_CHECKING": "False",
+              "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "True", "ANSIBLE_HOST_KEY_CHECKING": "False",
               "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
     for k in ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_LOAD_CALLBACK_PLUGINS"):
         e.pop(k, None)
+    e.update(extra or {})
     return e
 
 
-def run_playbook(name, inventory, report_dir, extra=None, check=False, timeout=900, args=()):
+def run_playbook(name, inventory, report_dir, extra=None, check=False, timeout=900, args=(), env_extra=None):
     """ansible-playbook -i INVENTORY playbooks/NAME -e k2_report_dir=... [-e EXTRA] [--check]."""
     os.makedirs(report_dir, exist_ok=True)
     cmd = [ANSIBLE_PLAYBOOK, "-i", inventory, os.path.join(REPO, "playbooks", name),
@@ -58,7 +59,7 @@ def run_playbook(name, inventory, report_dir, extra=None, check=False, timeout=9
         cmd.append("--check")
     cmd += list(args)
     start = time.time()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(), timeout=timeout,
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(env_extra), timeout=timeout,
                           check=False)
     return Run(name, proc.returncode, proc.stdout.decode(errors="replace"), time.time() - start, report_dir)
 

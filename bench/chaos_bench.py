@@ -1,0 +1,90 @@
+"""Chaos: several seeded random fault sequences, each step recovered by recover.yml (issue 10).
+
+    bench/run.sh chaos [--seeds 1,2,3,4,5] [--steps 5] [--no-doc]   (make chaos)
+
+Needs the lab (brought up with 10 s cycles when it is not running, and taken down after).
+Per seed: the faults of each step (two at once among them), the recovery's outcome and time,
+and the consistency checker at the end (missing / duplicated / past the watermark). Results go
+to bench/results/chaos-<time>.json and docs/benchmarks.md (between the chaos markers).
+"""
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [REPO, os.path.join(REPO, "lab"), os.path.join(REPO, ".collections")]
+
+from k2lab import lab  # noqa: E402
+from tests.support import chaos  # noqa: E402
+
+sys.path.insert(0, os.path.join(REPO, "bench"))
+from mttr_bench import machine, write_section  # noqa: E402
+
+
+def render(results):
+    lines = [
+        "<!-- chaos:begin (written by bench/chaos_bench.py; do not edit by hand) -->",
+        "## Chaos: random fault sequences recovered by the playbooks (issue 10)",
+        "",
+        "Command: `make chaos` (`bench/run.sh chaos --seeds %s --steps %d`). Run: %s, %.0f s in all. Machine: %s. "
+        "Lab cycle: %d s. Each step injects one fault or two at once, waits 1-2.5 cycles, and runs "
+        "`recover.yml -e k2_execute=true`; at the end the lab's consistency checker compares the source with the "
+        "cold tier up to the watermark." % (",".join(str(r["seed"]) for r in results["runs"]), results["steps"],
+                                             results["date"], results["seconds"], results["machine"],
+                                             results["cycle_seconds"]),
+        "",
+        "| seed | steps (faults → scenarios run, outcome, seconds) | end: missing / duplicated / past watermark | ok |",
+        "|---:|---|---|---|",
+    ]
+    for r in results["runs"]:
+        steps = "; ".join("%s → %s, %s, %.0f s" % (" + ".join(s["faults"]), s.get("scenarios_run"), s["outcome"],
+                                                    s["seconds"]) for s in r["steps"])
+        final = r.get("final") or {}
+        end = ", ".join("%s %s" % (t.replace("bronze_trades_", ""), "/".join(str(x) for x in v))
+                        for t, v in sorted(final.items())) or "-"
+        lines.append("| %d | %s | %s | %s |" % (r["seed"], steps, end, "yes" if r["ok"] else "**no**"))
+    lines += ["<!-- chaos:end -->"]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="1,2,3,4,5")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--no-doc", action="store_true")
+    args = ap.parse_args()
+    t0 = time.time()
+    started = False
+    try:
+        lab.settings()
+        if not lab.container_running(lab.SPARK):
+            raise RuntimeError("stale")
+    except RuntimeError:
+        lab.up(cycle_seconds=10)
+        started = True
+    try:
+        lab.wait_for_new_watermarks(cycles=1)
+        runs = [chaos.run(int(s), args.steps, log=lambda m: sys.stderr.write(m + "\n"))
+                for s in args.seeds.split(",") if s]
+        results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                   "machine": machine(), "cycle_seconds": lab.settings()["cycle_seconds"], "steps": args.steps,
+                   "runs": runs, "seconds": time.time() - t0}
+    finally:
+        if started:
+            lab.down(quiet=True)
+    os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
+    out = os.path.join(REPO, "bench", "results", "chaos-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
+    with open(out, "w") as fh:
+        json.dump(results, fh, indent=2)
+    text = render(results)
+    sys.stdout.write(text)
+    if not args.no_doc:
+        write_section("chaos", text)
+    return 0 if all(r["ok"] for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
