@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${K2_VENV:-$PWD/.venv}
 export ANSIBLE_COLLECTIONS_PATH=$PWD/.collections
-paths=${K2_TEST_PATHS:-"tests/unit tests/integration tests/prometheus tests/sanity tests/molecule tests/lab"}
+paths=${K2_TEST_PATHS:-"tests/unit tests/awx tests/integration tests/prometheus tests/sanity tests/molecule tests/lab"}
 existing=()
 for p in $paths; do [ -e "$p" ] && existing+=("$p"); done
 start=$(date +%s)
