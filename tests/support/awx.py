@@ -248,9 +248,10 @@ def env_path():
     return VENV_BIN + os.pathsep + os.environ.get("PATH", "")
 
 
-def workflow_vars(artifacts, node_extra_data=None):
-    """A workflow node's extra vars: the node's prompts, then the earlier jobs' set_stats."""
-    out = copy.deepcopy(node_extra_data or {})
+def workflow_vars(artifacts, launch_vars=None):
+    """A workflow node's extra vars: the template's survey answers and the node's prompts
+    (``launch_vars``), then the earlier jobs' set_stats, which win."""
+    out = copy.deepcopy(launch_vars or {})
     for a in artifacts:
         out.update(a)
     return out
