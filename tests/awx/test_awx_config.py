@@ -143,9 +143,11 @@ def test_workflow_is_diagnose_approval_recover_post_incident():
         assert len(nxt) <= 1
         node = nodes[nxt[0]] if nxt else None
     assert order == ["K2 diagnose", "workflow_approval", "K2 recover", "K2 post-incident"]
-    recover_node = nodes["k2-recover"]
-    assert awx.survey_vars(awx.by_name(CONFIG["controller_templates"], "K2 recover"),
-                           recover_node["extra_data"])["k2_execute"] == "true"
+    # the approval is the execute switch, for the recovery and the post-incident repair
+    for identifier, template in (("k2-recover", "K2 recover"), ("k2-post-incident", "K2 post-incident")):
+        answers = awx.survey_vars(awx.by_name(CONFIG["controller_templates"], template), nodes[identifier]["extra_data"])
+        assert answers["k2_execute"] == "true", identifier
+    assert "extra_data" not in nodes["k2-diagnose"]
 
 
 def test_project_requirements_name_every_collection_the_playbooks_use():

@@ -71,6 +71,15 @@ def survey(awx_job, name, answers=None):
     return awx.survey_vars(awx.by_name(awx_job.config["controller_templates"], name), answers)
 
 
+def node_vars(awx_job, identifier, template, artifacts, answers=None):
+    """A workflow node's extra vars: its template's survey with the node's extra_data (and test
+    answers) as the answers, then the set_stats of the jobs before it."""
+    workflow = awx.by_name(awx_job.config["controller_workflows"], "K2 IcebergOffloadWatermarkStale response")
+    node = [n for n in workflow["workflow_nodes"] if n["identifier"] == identifier][0]
+    assert node["unified_job_template"]["name"] == template
+    return awx.workflow_vars(artifacts, survey(awx_job, template, dict(node.get("extra_data") or {}, **(answers or {}))))
+
+
 def assert_no_secret_leaked(awx_job, jobs):
     files = [f for job in jobs for f in job.files() if os.path.basename(f) != "command"]
     files += [os.path.join(awx_job.report_dir, f) for f in os.listdir(awx_job.report_dir)]
@@ -90,7 +99,7 @@ def test_workflow_on_a_stopped_scheduler(k2lab, awx_job):
     faults.inject("scheduler-stopped")
     try:
         # node 1: diagnose, through transmit | worker | process
-        diag = awx_job("K2 diagnose", survey(awx_job, "K2 diagnose"))
+        diag = awx_job("K2 diagnose", node_vars(awx_job, "k2-diagnose", "K2 diagnose", []))
         assert diag.rc == 0 and diag.status == "successful", diag
         found = diag.artifacts
         assert (found["k2_status"], found["k2_scenario"], found["k2_scenarios"]) == ("recover", 1, [1]), found
@@ -106,17 +115,18 @@ def test_workflow_on_a_stopped_scheduler(k2lab, awx_job):
         assert plan.artifacts["k2_outcome"] == "dry-run", plan
         assert lab.scheduler_active() != "active"
 
-        # node 2 is the approval; node 3: recover, executing, with diagnose's set_stats
-        rec = awx_job("K2 recover", awx.workflow_vars([found], survey(awx_job, "K2 recover", {"k2_execute": "true"})))
+        # node 2 is the approval; node 3: recover, executing (the node's extra_data), with diagnose's set_stats
+        rec = awx_job("K2 recover", node_vars(awx_job, "k2-recover", "K2 recover", [found]))
         assert rec.rc == 0, rec
         done = rec.artifacts
         assert (done["k2_outcome"], done["k2_scenarios_run"]) == ("recovered", [1]), done
         assert os.path.exists(done["k2_recovery_report"])
         assert lab.scheduler_active() == "active"
 
-        # node 4: post-incident, with the set_stats of both (k2_recovery_report)
-        post = awx_job("K2 post-incident", awx.workflow_vars(
-            [found, done], survey(awx_job, "K2 post-incident", {"k2_post_incident_cycles": 1})))
+        # node 4: post-incident, with the set_stats of both (k2_recovery_report); one cycle of progression
+        # instead of the survey's 3 keeps the test short
+        post = awx_job("K2 post-incident", node_vars(awx_job, "k2-post-incident", "K2 post-incident", [found, done],
+                                                     {"k2_post_incident_cycles": 1}))
         assert post.rc == 0, post
         assert post.artifacts["k2_post_incident_ok"] is True, post
         report = post.artifacts["k2_incident_report"]

@@ -80,6 +80,11 @@ def test_alertmanager_to_rulebook_runs_one_diagnosis(k2lab, tmp_path, stopped_sc
         # the run saw the alert it was started by
         assert report["facts"]["prometheus"]["firing_tables"], report["facts"]["prometheus"]
         assert '"POST /alertmanager HTTP/1.1" 200' in rulebook.log()
+        # neither the webhook's token nor the database password reaches the report or the run's output
+        with open(first[0]) as fh:
+            text = fh.read()
+        for secret in (TOKEN, k2lab["pg_password"]):
+            assert secret not in text and secret not in rulebook.log().split("Starting sources", 1)[-1]
     finally:
         for p in procs:
             p.stop()
