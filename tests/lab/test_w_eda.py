@@ -41,7 +41,7 @@ def wait_for(what, predicate, timeout, procs=()):
         timeout, what, "\n".join("--- %s\n%s" % (p.name, p.log()[-3000:]) for p in procs)))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def stopped_scheduler(k2lab):
     faults.inject("scheduler-stopped")
     yield
