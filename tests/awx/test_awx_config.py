@@ -86,8 +86,8 @@ def test_credential_type_injects_what_the_playbooks_read():
     assert extra["k2_pg_admin_password"] == "K2adminSecret-sample-2"
     assert extra["k2_clickhouse_password"] == "K2chSecret-sample-3"
     assert extra["k2_prometheus_token"] == "K2promSecret-sample-4"
-    assert (extra["k2_watermark_db_user"], extra["k2_watermark_db_password"]) == ("k2_pg_user_sample",
-                                                                                 "K2pgSecret-sample-1")
+    prevention = (extra["k2_watermark_db_user"], extra["k2_watermark_db_password"])
+    assert prevention == ("k2_pg_user_sample", "K2pgSecret-sample-1")
     # every extra var is one the playbooks declare (roles' argument specs and defaults)
     declared = set()
     for path in ("roles/watermark_recovery/meta/argument_specs.yml", "roles/watermark_cleanup/defaults/main.yml"):
@@ -104,7 +104,7 @@ def test_optional_inputs_left_empty_take_the_playbooks_defaults():
 
 
 def test_awx_hides_every_injected_secret_in_the_recorded_environment():
-    env, _ = awx.render_injectors(CREDENTIAL_TYPE, SAMPLE)
+    env = awx.render_injectors(CREDENTIAL_TYPE, SAMPLE)[0]
     shown = yaml.safe_dump(awx.awx_safe_env(env))
     for field in SECRET_FIELDS:
         assert SAMPLE[field] not in shown, field
@@ -155,7 +155,7 @@ def test_project_requirements_name_every_collection_the_playbooks_use():
         listed = [c["name"] for c in yaml.safe_load(fh)["collections"]]
     used = set()
     for root in ("roles", "playbooks"):
-        for dirpath, _, files in os.walk(os.path.join(awx.REPO, root)):
+        for dirpath, _dirs, files in os.walk(os.path.join(awx.REPO, root)):
             for f in files:
                 if f.endswith((".yml", ".yaml")):
                     with open(os.path.join(dirpath, f)) as fh:

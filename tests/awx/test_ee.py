@@ -19,7 +19,7 @@ STDLIB = set(sys.stdlib_module_names)
 
 def plugin_imports():
     found = set()
-    for dirpath, _, files in os.walk(os.path.join(ee.REPO, "plugins")):
+    for dirpath, _dirs, files in os.walk(os.path.join(ee.REPO, "plugins")):
         for f in files:
             if not f.endswith(".py"):
                 continue

@@ -102,7 +102,7 @@ def test_plan_mode_runs_the_recovery_plan_once_and_changes_nothing(k2lab, tmp_pa
         resolved = eda.notification(group, list(lab.TABLES), status="resolved")
         assert eda.post(PLAN_HOOK_PORT, TOKEN, resolved) == 200       # starts nothing
         firing = eda.notification(group, list(lab.TABLES))           # two alerts, one group
-        for _ in range(3):
+        for _repeat in range(3):
             assert eda.post(PLAN_HOOK_PORT, TOKEN, firing) == 200
         with pytest.raises(Exception):
             eda.post(PLAN_HOOK_PORT, "not-the-token", firing)

@@ -220,7 +220,7 @@ def run_job(workdir, template, inventory, credential, extra_vars, stream=True, c
             r=runner, pdd=pdd, pb=template["playbook"], ident=ident, w=worker_dir, out=out_dir)
         proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout, cwd=workdir,
-                              env=dict(os.environ, PATH=env_path()))
+                              env=dict(os.environ, PATH=env_path()), check=False)
         with open(os.path.join(workdir, "runner-pipeline.log"), "wb") as fh:
             fh.write(proc.stdout)
         artifact_dir = os.path.join(out_dir, "artifacts", ident)
