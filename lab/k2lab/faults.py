@@ -102,7 +102,7 @@ def _inject_pg_connections(sessions=None):
         '(sleep infinity | PGPASSWORD="$K2PW" psql -h {pg} -U prefect -d prefect -q >/dev/null 2>&1 &'
         ' echo $! >> {pids}); done; sleep 3'.format(pids=IDLE_SESSIONS_PIDFILE, n=n, pg=PG))
     run(["docker", "exec", "-e", "K2PW=" + password, SPARK, "bash", "-c", script], capture=True)
-    _wait("connection slots to fill up", _slots_full, 30)
+    _wait("connection slots to fill up", _slots_full, 90)
     return n
 
 

@@ -119,6 +119,7 @@ class _Diagnosis(object):
         self.observations = []   # context for the operator
         self.missing = []
         self.ages = {}
+        self.stale_unexplained = False
 
     def add(self, case, evidence, tables=None, **data):
         item = self.cases.setdefault(case, {"evidence": [], "tables": [], "data": {}})
@@ -292,6 +293,11 @@ class _Diagnosis(object):
                              name, t["future_entries"], "y" if t["future_entries"] == 1 else "ies"), tables=[name])
         return wm
 
+    def source(self):
+        raw = self.facts.get("source")
+        if isinstance(raw, dict) and raw and not raw.get("skipped") and _ok(raw, "tables") is None:
+            self.missing.append(_why_missing("source rows past the watermark (ClickHouse)", raw))
+
     def cold_tier(self, wm):
         cold = self.facts.get("cold")
         if not cold:
@@ -359,9 +365,7 @@ class _Diagnosis(object):
                 continue
             after = ((src or {}).get("tables") or {}).get(name, {}).get("after_watermark") if src else None
             if src is None:
-                self.missing.append("source rows past the watermark of %s (ClickHouse: %s)" % (
-                    name, _why_missing("source", self.facts.get("source")).split(": ", 1)[-1]))
-                continue
+                continue  # named once in missing_facts by source()
             if after and after.get("rows"):
                 age = self.ages.get(name, (None, None))[1]
                 if age is not None and age < 1.5 * self.cycle:
@@ -402,6 +406,7 @@ class _Diagnosis(object):
             status = "escalate"
         elif stale:
             status = "escalate"
+            self.stale_unexplained = True
             self.escalations.append("watermark stale for %s, but none of the runbook's five scenarios explains it "
                                     "(what was seen: %s)" % (", ".join(stale), "; ".join(self.observations) or
                                                              "nothing else"))
@@ -423,6 +428,7 @@ class _Diagnosis(object):
             "scenario_numbers": [s["scenario"] for s in scenarios],
             "primary": scenarios[0]["scenario"] if scenarios else status,
             "escalations": self.escalations,
+            "stale_unexplained": self.stale_unexplained,
             "stale_tables": stale,
             "ages": dict((t, {"seconds": a[1], "source": a[0]}) for t, a in sorted(self.ages.items())),
             "observations": self.observations,
@@ -437,6 +443,7 @@ def classify(facts):
     d.prometheus()
     d.database()
     wm = d.watermark_table()
+    d.source()
     d.cold_tier(wm)
     d.scheduler(wm)
     return d.result(d.staleness())

@@ -9,8 +9,8 @@ A secret is the value of any option whose argument spec says ``no_log`` (at any 
 ``options``, whatever the name, whether it came from the task or an environment fallback
 such as ``PGPASSWORD`` or ``CLICKHOUSE_PASSWORD``), the password of a URL's userinfo
 (``http://user:secret@host/``) in any option, and the value of a dictionary key that names a
-secret (``token``, ``s3.secret-access-key``...) in an option such as
-``iceberg_catalog_properties``. ``harden(module)`` adds all of them to the module's
+secret (``token``, ``s3.secret-access-key``...) in a free-form property option (named
+``*_properties``, such as ``iceberg_catalog_properties``). ``harden(module)`` adds all of them to the module's
 ``no_log_values`` so Ansible masks them in everything the module returns (results, messages,
 warnings, ``invocation``); ``audit_parameters()`` is what may be written to the audit table.
 """
@@ -26,6 +26,10 @@ MASK = "********"
 
 # user:password@ in a URL; the user stays (it is not a secret), the password goes.
 _URL_USERINFO_RE = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@/\s]*)@")
+# Free-form property dictionaries (options named *_properties, such as iceberg_catalog_properties):
+# a key whose name says secret holds a credential. Other dictionaries (offload_source_info's
+# watermarks, keyed by table name) are not read this way.
+PROPERTIES = "_properties"
 # Keys of free-form property dictionaries that hold credentials.
 _SECRET_KEY_RE = re.compile(
     r"pass(word|wd|phrase)?|secret|token|credential|private|api[-_.]?key|access[-_.]?key|session"
@@ -82,21 +86,21 @@ def secret_values(argument_spec, params):
     """Every value in ``params`` that is a secret (see the module docstring), as text."""
     found = set()
 
-    def walk(value, spec, under_secret):
+    def walk(value, spec, under_secret, keyed):
         if isinstance(value, dict):
             for key, item in value.items():
                 sub = (spec or {}).get(key) if isinstance(spec, dict) else None
-                secret = under_secret or bool(sub and sub.get("no_log")) or (sub is None and is_secret_key(key))
-                walk(item, (sub or {}).get("options"), secret)
+                secret = under_secret or bool(sub and sub.get("no_log")) or (keyed and is_secret_key(key))
+                walk(item, (sub or {}).get("options"), secret, keyed or (sub is not None and key.endswith(PROPERTIES)))
         elif isinstance(value, (list, tuple)):
             for item in value:
-                walk(item, spec, under_secret)
+                walk(item, spec, under_secret, keyed)
         elif under_secret:
             found.update(_leaves(value))
         elif isinstance(value, str):
             found.update(url_passwords(value))
 
-    walk(params or {}, argument_spec or {}, False)
+    walk(params or {}, argument_spec or {}, False, False)
     return set(v for v in found if v)
 
 

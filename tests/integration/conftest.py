@@ -104,3 +104,11 @@ def wdb(pg_server):
     db = WatermarkDB(pg_server)
     yield db
     db.drop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (item.rep_call...), for fixtures that keep artifacts on failure."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)

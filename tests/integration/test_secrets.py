@@ -207,7 +207,20 @@ def leaks(texts):
             for where, text in texts.items() for secret in SECRETS if secret in text]
 
 
-def test_no_secret_in_any_output_row_backup_file_or_log(world):
+@pytest.fixture
+def keep_artifacts_on_failure(request, tmp_path):
+    """On failure, the playbooks, outputs, logs and results stay in tests/output/test_secrets/ to read."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        import shutil
+        dest = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "tests", "output", "test_secrets")
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(str(tmp_path), dest, ignore=shutil.ignore_patterns("warehouse"))
+
+
+def test_no_secret_in_any_output_row_backup_file_or_log(world, keep_artifacts_on_failure):
     w = world
     all_runs = runs(w)
     batches = collections.OrderedDict()

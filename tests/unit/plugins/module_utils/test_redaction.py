@@ -71,3 +71,10 @@ def test_harden_adds_what_ansible_would_not_mask():
     m = r.harden(FakeModule({"clickhouse_url": "http://u:urlpw@h/", "iceberg_catalog_properties": {"token": "t-1"},
                              "login_password": "pg"}))
     assert {"urlpw", "t-1", "pg"} <= m.no_log_values
+
+
+def test_only_property_dictionaries_are_read_by_key_name():
+    spec = {"watermarks": {"type": "dict"}, "iceberg_catalog_properties": {"type": "dict"}}
+    found = r.secret_values(spec, {"watermarks": {"token_trades": {"sequence_number": 500}},
+                                   "iceberg_catalog_properties": {"token": "t-1"}})
+    assert found == {"t-1"}
