@@ -29,7 +29,11 @@ lab-check:
 	@$(LAB) check
 
 build: setup      ## the collection tarball (what ansible-galaxy collection install takes)
+	@rm -f .cache/dist/k2-iceberg_offload-*.tar.gz
 	@$(VENV)/bin/ansible-galaxy collection build --force --output-path .cache/dist .
+
+ee-context: build ## the execution environment's build context (ansible-builder create), in .cache/ee-context
+	@$(VENV)/bin/ansible-builder create -f execution-environment.yml -c .cache/ee-context
 
 bench: setup      ## benchmarks; results go to docs/benchmarks.md
 	@bash bench/run.sh

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${K2_VENV:-$ROOT/.venv}
 
-DEB_PACKAGES=(docker.io debootstrap postgresql clickhouse-server clickhouse-client prometheus cron gzip util-linux jq)
+DEB_PACKAGES=(docker.io debootstrap postgresql clickhouse-server clickhouse-client prometheus prometheus-alertmanager openjdk-17-jre-headless cron gzip util-linux jq)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 

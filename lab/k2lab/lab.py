@@ -243,8 +243,24 @@ def inventory(python=None):
 
 # --- bring-up / tear-down -------------------------------------------------------------
 
-def _prometheus_config(state, exporter_port):
-    rules = os.path.join(LAB_DIR, "prometheus", "rules.yml")
+def stale_seconds(cycle_seconds):
+    """The lab's alert threshold: 4 cycles, as the runbook's 3600 s is 4 cycles of 900 s."""
+    return 4 * int(cycle_seconds)
+
+
+def _prometheus_rules(state, cycle_seconds):
+    stale = stale_seconds(cycle_seconds)
+    with open(os.path.join(LAB_DIR, "prometheus", "rules.yml.in")) as fh:
+        text = fh.read()
+    text = text.replace("STALE_SECONDS", str(stale)).replace(
+        "STALE_TEXT", "%d s (4 cycles)" % stale)
+    path = os.path.join(state, "rules.yml")
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def _prometheus_config(state, exporter_port, cycle_seconds, alertmanagers=()):
     cfg = """global:
   scrape_interval: 2s
   evaluation_interval: 2s
@@ -254,14 +270,30 @@ scrape_configs:
   - job_name: iceberg-offload
     static_configs:
       - targets: ['127.0.0.1:{port}']
-""".format(rules=rules, port=exporter_port)
+""".format(rules=_prometheus_rules(state, cycle_seconds), port=exporter_port)
+    if alertmanagers:
+        cfg += """alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: [{targets}]
+""".format(targets=", ".join("'%s'" % t for t in alertmanagers))
     path = os.path.join(state, "prometheus.yml")
     with open(path, "w") as fh:
         fh.write(cfg)
     return path
 
 
-def _start_prometheus(state, port, exporter_port):
+def prometheus_alertmanagers(targets):
+    """Point the lab's Prometheus at these Alertmanagers (host:port; empty: none) and reload it."""
+    s = settings()
+    exporter_port = int(s["exporter_url"].rsplit(":", 1)[1].split("/")[0])
+    _prometheus_config(STATE_DIR, exporter_port, s["cycle_seconds"], list(targets))
+    req = urllib.request.Request(s["prometheus_url"] + "/-/reload", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+def _start_prometheus(state, port, exporter_port, cycle_seconds):
     binary = shutil.which("prometheus")
     if not binary:
         raise RuntimeError("prometheus is not installed (make setup installs it)")
@@ -269,7 +301,7 @@ def _start_prometheus(state, port, exporter_port):
     os.makedirs(data, exist_ok=True)
     logf = open(os.path.join(state, "prometheus.log"), "w")
     proc = subprocess.Popen(
-        [binary, "--config.file=" + _prometheus_config(state, exporter_port),
+        [binary, "--config.file=" + _prometheus_config(state, exporter_port, cycle_seconds),
          "--storage.tsdb.path=" + data, "--web.listen-address=127.0.0.1:%d" % port,
          "--web.enable-lifecycle", "--storage.tsdb.retention.time=1d"],
         stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
@@ -326,7 +358,7 @@ def up(cycle_seconds=None, timeout=300):
     written = labtool("init")
     log("first watermarks written by the lab: %s" % written)
     dexec(SPARK, "systemctl", "enable", "--now", "k2-watermark-exporter", SCHEDULER)
-    _start_prometheus(STATE_DIR, ports["prom"], ports["exporter"])
+    _start_prometheus(STATE_DIR, ports["prom"], ports["exporter"], cycle)
     base = watermark_count()
     _wait("the scheduler's first watermark for each table",
           lambda: all(watermark_count().get(t, 0) > base.get(t, 0) for t in TABLES), timeout)

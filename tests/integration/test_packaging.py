@@ -40,6 +40,11 @@ def test_tarball_leaves_out_lab_bench_and_test_output(installed):
     for prefix in ("lab/", "bench/", "tests/output/", ".ci/", ".venv/", ".collections/", "scripts/"):
         assert not [n for n in names if n.startswith(prefix)], prefix
     assert "meta/runtime.yml" in names and "meta/ee-requirements.txt" in names
+    # AWX configuration and the EDA rulebook ship (ansible-rulebook finds rulebooks in installed
+    # collections); the AWX project's and ansible-builder's own files do not
+    assert "extensions/eda/rulebooks/iceberg_offload_watermark_stale.yml" in names
+    assert "extensions/awx/controller_config.yml" in names
+    assert "execution-environment.yml" not in names and not [n for n in names if n.startswith("collections/")]
 
 
 def test_ansible_doc_lists_the_installed_collection(installed):
