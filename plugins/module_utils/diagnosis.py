@@ -77,8 +77,8 @@ def _ok(result, marker=None):
         return None
     if result.get("failed") or result.get("unreachable") or result.get("skipped"):
         return None
-    if marker and marker not in result:
-        return None
+    if marker and (marker not in result or result[marker] == {}):
+        return None  # a failure registered with failed_when: false keeps the key, empty
     return result
 
 

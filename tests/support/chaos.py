@@ -34,7 +34,7 @@ def plan(seed, steps):
             out.append(list(rng.choice(PAIRS)))
         else:
             out.append([rng.choice(SINGLES)])
-    return out, [round(rng.uniform(1.0, 2.5), 2) for _ in range(steps)]
+    return out, [round(rng.uniform(1.0, 2.5), 2) for step in range(steps)]
 
 
 def run(seed, steps, log=print):

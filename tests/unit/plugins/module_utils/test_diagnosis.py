@@ -306,3 +306,12 @@ def test_reconcile():
     assert r["tables"][TABLES[0]]["ok"] and not r["tables"][TABLES[1]]["ok"]
     assert r["tables"][TABLES[1]]["missing"] == 2 and not r["ok"]
     assert dg.reconcile(src, {TABLES[0]: {"msg": "catalog did not answer"}})["ok"] is False
+
+
+def test_a_clickhouse_that_refuses_is_named_not_taken_as_empty():
+    f = healthy()
+    f["source"] = {"failed": False, "failed_when_result": False, "tables": {},
+                   "msg": "ClickHouse at http://127.0.0.1:8123 refused the credentials (code 516)"}
+    d = dg.classify(f)
+    assert d["status"] == "healthy"
+    assert any("ClickHouse" in m and "516" in m for m in d["missing_facts"]), d["missing_facts"]
