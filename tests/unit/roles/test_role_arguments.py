@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Each role refuses bad variables before doing anything: meta/argument_specs.yml
 (types, choices) and the preflight asserts (ranges, identifiers). Runs the roles
 on localhost in check mode; every case must fail before any task could write.

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of module_utils/iceberg_repair.py: the decisions, with no table (Arrow tables and
 pyiceberg schemas built in memory), plus the Hadoop-layout commit's refusal of a taken version."""
 import datetime
