@@ -38,7 +38,7 @@ git ls-files -z --cached --others --exclude-standard \
   | xargs -0 cp --parents -t "$DEST"
 cd "$DEST"
 git init -q && git add -A && git -c user.email=ansible-test@k2 -c user.name=ansible-test commit -qm "$COMMAND"
-# shellcheck (sanity) and the other programs ansible-test looks for come from the venv.
+# The programs ansible-test looks for (shellcheck for sanity, ...) come from the venv.
 export PATH="$VENV/bin:$PATH"
 rc=0
 "$VENV/bin/ansible-test" "$COMMAND" --venv --python "$PYVER" --color no "$@" || rc=$?

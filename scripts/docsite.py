@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) K2 Platform Engineering
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -14,8 +13,7 @@ intersphinx inventory on the web. Here it gets a small local inventory instead, 
 the few labels antsibull-docs links to (common_return_values, ...) pointing at their
 real pages; a label missing from it fails the build with Sphinx's "undefined label".
 
-Usage: scripts/docsite.py [--dest DIR] [--rst-only]
-  --rst-only  stop after antsibull-docs wrote the RST (no Sphinx).
+Usage: .venv/bin/python scripts/docsite.py [--dest DIR]
 Environment: K2_VENV (default .venv).
 """
 import argparse
@@ -63,7 +61,6 @@ def collections_path(work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", default=os.path.join(ROOT, ".cache", "docsite"))
-    parser.add_argument("--rst-only", action="store_true")
     args = parser.parse_args()
     venv = os.environ.get("K2_VENV") or os.path.join(ROOT, ".venv")
     bindir = os.path.join(venv, "bin")
@@ -87,18 +84,12 @@ def main():
             f.write("\n# Offline (scripts/docsite.py): the Ansible documentation's labels come from a\n"
                     "# local inventory, and nothing else is looked up on the web.\n"
                     "intersphinx_mapping = {'ansible_devel': (%r, %r)}\n" % (ANSIBLE_DOCS, inventory))
-        if args.rst_only:
-            build = ["bash", "-c", "sed -n '/^# Create collection documentation/,/^$/p' build.sh | bash -e"]
-        else:
-            build = ["bash", os.path.join(dest, "build.sh")]
-        # antsibull-docs collection --fail-on-error: a plugin whose docs do not parse fails the build.
-        subprocess.run(["sed", "-i", "s/--use-current \\\\/--use-current --fail-on-error \\\\/",
-                        os.path.join(dest, "build.sh")], check=True)
-        proc = subprocess.run(build, cwd=dest, env=env, check=False)
+        # build.sh: antsibull-docs collection --fail-on-error (sphinx-init --fail-on-error put it
+        # there: a plugin whose docs do not parse fails the build), then sphinx-build -W.
+        proc = subprocess.run(["bash", os.path.join(dest, "build.sh")], cwd=dest, env=env, check=False)
         if proc.returncode != 0:
             return proc.returncode
-        if not args.rst_only:
-            print("docsite: %s" % os.path.join(dest, "build", "html", "index.html"))
+        print("docsite: %s" % os.path.join(dest, "build", "html", "index.html"))
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

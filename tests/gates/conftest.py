@@ -44,7 +44,7 @@ def only_this_collection(tmp_path_factory):
     link = root / "ansible_collections" / "k2" / "iceberg_offload"
     link.parent.mkdir(parents=True)
     link.symlink_to(REPO)
-    import ansible_collections.community.docker as docker  # pylint: disable=import-outside-toplevel
+    from ansible_collections.community import docker  # pylint: disable=import-outside-toplevel
     (root / "ansible_collections" / "community").mkdir()
     (root / "ansible_collections" / "community" / "docker").symlink_to(list(docker.__path__)[0])
     return str(root)

@@ -13,7 +13,7 @@ Alone: see README, "Gates"
 """
 import os
 
-from tests.gates.conftest import BIN, REPO, run
+from tests.gates.conftest import BIN, run
 
 
 def test_antsibull_docs_lint_collection_docs(only_this_collection):
