@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: iceberg_table_info
 short_description: What the Iceberg cold tier of the offload holds
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads one Iceberg table of the cold tier and reports its row count, the greatest
     C((exchange_timestamp, sequence_number)) pair present, duplicated values of a key column with a

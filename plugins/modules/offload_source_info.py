@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: offload_source_info
 short_description: What the ClickHouse source of the Iceberg offload holds, seen through the watermark
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - For each source table in ClickHouse, reports the total rows, the first and last timestamp and the
     greatest C((exchange_timestamp, sequence_number)) pair.

@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: watermark_info
 short_description: Diagnose the Iceberg offload watermarks in PostgreSQL
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads the offload watermark table and reports, per source table, what the runbook's Diagnosis and
     Scenario 4 steps look at, plus the health of the PostgreSQL server holding it (Diagnosis step 4).

@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: watermark_metrics_info
 short_description: Watermark age and the IcebergOffloadWatermarkStale alert, from Prometheus
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - "Runbook Diagnosis step 1, C(curl .../api/v1/query?query=(time()-watermark_timestamp_seconds)), as a module:
     the age of each table's watermark as Prometheus sees it, and the state of the alert (firing or pending,
