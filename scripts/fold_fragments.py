@@ -14,6 +14,11 @@ import textwrap
 import yaml
 
 
+def _wrap(text):
+    # Folding joins the lines with single spaces: never break inside a word or at a hyphen.
+    return textwrap.wrap(text, 100, break_on_hyphens=False, break_long_words=False)
+
+
 def fold(path):
     with open(path) as f:
         data = yaml.safe_load(f)
@@ -22,8 +27,7 @@ def fold(path):
         if isinstance(items, str):  # release_summary
             want[section] = items
             out.append(section + ": >-")
-            out.extend("  " + line for line in textwrap.wrap(items, 100, break_on_hyphens=False,
-                                                               break_long_words=False))
+            out.extend("  " + line for line in _wrap(items))
             continue
         out.append(section + ":")
         want[section] = []
@@ -33,8 +37,7 @@ def fold(path):
                 item = "%s: %s" % (key, value)
             want[section].append(item)
             out.append("  - >-")
-            out.extend("    " + line for line in textwrap.wrap(item, 100, break_on_hyphens=False,
-                                                               break_long_words=False))
+            out.extend("    " + line for line in _wrap(item))
     text = "\n".join(out) + "\n"
     if yaml.safe_load(text) != want:
         raise SystemExit("%s: folding would change the text (double spaces or line breaks in an item?)" % path)
