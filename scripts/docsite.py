@@ -14,7 +14,7 @@ the few labels antsibull-docs links to (common_return_values, ...) pointing at t
 real pages; a label missing from it fails the build with Sphinx's "undefined label".
 
 Usage: .venv/bin/python scripts/docsite.py [--dest DIR]
-Environment: K2_VENV (default .venv).
+(antsibull-docs and sphinx-build are taken from beside that python.)
 """
 import argparse
 import os
@@ -62,8 +62,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", default=os.path.join(ROOT, ".cache", "docsite"))
     args = parser.parse_args()
-    venv = os.environ.get("K2_VENV") or os.path.join(ROOT, ".venv")
-    bindir = os.path.join(venv, "bin")
+    bindir = os.path.dirname(sys.executable)  # the venv whose python runs this script
     dest = os.path.abspath(args.dest)
     shutil.rmtree(dest, ignore_errors=True)
     os.makedirs(dest, mode=0o700)  # antsibull-docs wants it writable by its owner only
