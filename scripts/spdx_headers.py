@@ -8,8 +8,8 @@ tests/gates/test_licences.py asks for, after its shebang and coding lines:
     # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
     # SPDX-License-Identifier: GPL-3.0-or-later
 
-An older "# Copyright: ..." / "# GNU General Public License ..." pair is replaced; files that
-have an SPDX line, and empty files, are left alone.
+An older header (a copyright line with a colon, the licence line without SPDX) is replaced;
+files that have an SPDX line, and empty files, are left alone.
 Usage: .venv/bin/python scripts/spdx_headers.py   (prints the files it changed)
 """
 import os
