@@ -6,7 +6,7 @@ export K2_VENV := $(VENV)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 LAB := cd lab && $(PY) -m k2lab
 
-.PHONY: setup test demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean
+.PHONY: setup test demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean lint units docs gates ee-context
 
 setup:            ## venv, Debian packages, dockerd, collections path
 	@bash scripts/setup.sh
@@ -34,6 +34,18 @@ build: setup      ## the collection tarball (what ansible-galaxy collection inst
 
 ee-context: build ## the execution environment's build context (ansible-builder create), in .cache/ee-context
 	@$(VENV)/bin/ansible-builder create -f execution-environment.yml -c .cache/ee-context
+
+lint: setup       ## ansible-lint, production profile, whole repository (.ansible-lint)
+	@$(VENV)/bin/ansible-lint
+
+units: setup      ## the unit tests through ansible-test units, in ansible-test's own venv
+	@bash scripts/units.sh
+
+docs: setup       ## the HTML docsite (antsibull-docs + Sphinx, offline): .cache/docsite/build/html
+	@$(PY) scripts/docsite.py
+
+gates: setup      ## every community gate (tests/gates) and ansible-test sanity
+	@K2_TEST_PATHS="tests/gates tests/sanity" bash scripts/test.sh
 
 bench: setup      ## benchmarks; results go to docs/benchmarks.md
 	@bash bench/run.sh

@@ -1,4 +1,7 @@
 #!/usr/bin/env python3
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Cold tier and source benchmarks: the collection's way against the runbook's way.
 
 One command (from the checkout, with the venv's Python):

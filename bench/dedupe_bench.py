@@ -1,4 +1,7 @@
 #!/usr/bin/env python3
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmark: iceberg_dedupe's repair against the naive one on a 10 M-row cold table.
 
 One command (from the checkout): ``bench/run.sh dedupe [--rows N] [--dup-keys K] [--repeat R]``.

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Time to diagnose and time to recover, per lab fault, through the playbooks (issue 8).
 
 For each fault: inject it, leave it for three scheduler cycles, then as an on-call engineer

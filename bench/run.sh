@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Benchmarks, one command each:   bench/run.sh watermarks [--rows N] [--port P] [--no-doc]
 #                                  bench/run.sh coldtier [options]
 #                                  bench/run.sh dedupe [options]

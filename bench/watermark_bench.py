@@ -1,4 +1,7 @@
 #!/usr/bin/env python3
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmark: the runbook's SQL against the watermark modules on a 5 M-row watermark table.
 
 One throwaway PostgreSQL 15 cluster (127.0.0.1, port 25434 by default), one run, same data

@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Give ansible-test a get-pip script it does not have to download.
 #
 # ansible-test bootstraps pip into each virtualenv it makes with

@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Start a Docker Engine when none answers (CI machines and fresh hosts have the
 # docker.io package but no running daemon). Leaves an already running one alone.
 set -euo pipefail

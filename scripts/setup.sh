@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # One-time (and idempotent) set-up for tests, the lab, the demo and benchmarks:
 #   - Debian packages the tests need (servers and tools), installed only when missing;
 #   - a running Docker Engine (dockerd is started when none answers);

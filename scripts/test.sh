@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The README's test command (`make test`) runs this after scripts/setup.sh.
-# One pytest run over every suite, in this order: unit tests (fakes allowed),
-# the AWX configuration and execution environment definitions (tests/awx), packaging, integration tests against real throwaway servers, ansible-test
-# sanity, molecule scenarios of the roles, then the lab tests, which bring the
-# K2 lab up, break it every way the runbook describes, and take it down.
+# One pytest run over every suite, in this order: the community collections'
+# gates (tests/gates: ansible-lint, galaxy-importer on the built tarball, the unit
+# tests through ansible-test units, antsibull-docs and antsibull-changelog lint, the
+# docsite, licences), the AWX configuration and execution environment definitions
+# (tests/awx), packaging, integration tests against real throwaway servers,
+# ansible-test sanity, molecule scenarios of the roles, then the lab tests, which
+# bring the K2 lab up, break it every way the runbook describes, and take it down.
+# tests/unit runs inside tests/gates (ansible-test units), not a second time here;
+# K2_TEST_PATHS=tests/unit runs it directly in .venv.
 # K2_TEST_PATHS overrides what runs; extra arguments go to pytest.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 VENV=${K2_VENV:-$PWD/.venv}
 export ANSIBLE_COLLECTIONS_PATH=$PWD/.collections
-paths=${K2_TEST_PATHS:-"tests/unit tests/awx tests/integration tests/prometheus tests/sanity tests/molecule tests/lab"}
+paths=${K2_TEST_PATHS:-"tests/gates tests/awx tests/integration tests/prometheus tests/sanity tests/molecule tests/lab"}
 existing=()
 for p in $paths; do [ -e "$p" ] && existing+=("$p"); done
 start=$(date +%s)

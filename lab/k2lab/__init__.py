@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The K2 lab: a local replica of the stack the watermark runbook talks about.
 
 ``python -m k2lab --help`` (from ``lab/``) or ``make lab-up`` / ``make lab-down``.

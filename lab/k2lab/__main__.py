@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """k2lab — the K2 lab of real servers, with fault injection.
 
   python -m k2lab build                 build the images (cached by a hash of their inputs)

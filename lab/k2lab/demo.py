@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """`make demo`: the main job, end to end, on the lab, the way an on-call engineer runs it.
 
 Bring the lab up, show it healthy, break it the way a runbook scenario describes, then

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Filters of the incident playbooks; the decisions themselves live in module_utils
 (diagnosis.py, scheduler.py) and are unit tested there."""
 

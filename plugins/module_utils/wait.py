@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """When a recovery counts as verified: the decision behind k2.iceberg_offload.watermark_wait.
 
 Private to this collection. Pure Python; the action plugin feeds it watermark_info

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The three watermark operations (inspect, reset, clean up) on a WatermarkStore.
 
 Private to this collection. The modules parse arguments and shape results; the SQL

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: db_connection_info
 short_description: Can this host reach the watermark database, and if not, why
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Runbook Scenario 2 step 2, C(docker exec k2-spark-iceberg psql -h k2-prefect-db ... -c "\dt"), as a
     module. Run it where the scheduler connects from (the Spark host) and where the playbooks connect from.

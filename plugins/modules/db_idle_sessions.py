@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: db_idle_sessions
 short_description: Find, and end, the idle sessions that exhaust the watermark database's connections
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Runbook Scenario 2 Issue 2b (connection pool exhausted). Lists the client sessions of a database that have
     been idle for longer than O(older_than), with the connection slots in use, and with O(terminate=true) ends

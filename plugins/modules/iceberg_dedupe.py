@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: iceberg_dedupe
 short_description: Remove duplicated rows from the Iceberg cold tier in one atomic commit, or roll that back
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - For one Iceberg table of the cold tier, finds the keys (O(key_columns), by default C(sequence_number))
     that appear more than once, everywhere or inside a O(window), and removes the extra copies so that

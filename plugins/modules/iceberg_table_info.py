@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: iceberg_table_info
 short_description: What the Iceberg cold tier of the offload holds
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads one Iceberg table of the cold tier and reports its row count, the greatest
     C((exchange_timestamp, sequence_number)) pair present, duplicated values of a key column with a

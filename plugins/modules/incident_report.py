@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: incident_report
 short_description: Write a diagnosis, recovery or incident report on the controller
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Writes O(data) as JSON (and O(markdown) beside it) into O(dir) on the controller, as
     C(<kind>-<UTC time>.json) and C(latest-<kind>.json). The directory is created owner-only (0700), the files

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: scheduler_info
 short_description: The offload scheduler's systemd unit and log, as runbook Diagnosis step 3 reads them
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Runs on the scheduler's host (where C(systemctl status iceberg-offload-scheduler) and its log are), and
     reports the unit's state (active and sub state, since when, restarts, the main process' last exit) and

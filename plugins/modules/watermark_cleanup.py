@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: watermark_cleanup
 short_description: Delete old or duplicate offload watermark entries, keeping the newest
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Keeps the newest O(keep) entries per table (runbook Scenario 4 step 3 keeps 10; the weekly prevention job
     keeps 50) and/or deletes entries older than O(older_than), and can restrict the deletion to exact duplicates

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: watermark_info
 short_description: Diagnose the Iceberg offload watermarks in PostgreSQL
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads the offload watermark table and reports, per source table, what the runbook's Diagnosis and
     Scenario 4 steps look at, plus the health of the PostgreSQL server holding it (Diagnosis step 4).

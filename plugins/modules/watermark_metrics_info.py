@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: watermark_metrics_info
 short_description: Watermark age and the IcebergOffloadWatermarkStale alert, from Prometheus
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - "Runbook Diagnosis step 1, C(curl .../api/v1/query?query=(time()-watermark_timestamp_seconds)), as a module:
     the age of each table's watermark as Prometheus sees it, and the state of the alert (firing or pending,

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: watermark_reset
 short_description: Create the watermark table and set a table's offload watermark
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - With O(state=present), makes sure the watermark table and its C((table_name, created_at DESC)) index exist,
     using the runbook's Scenario 3 DDL. Idempotent. The index counts as present whatever its name when it is a

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: K2 Platform Engineering
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: watermark_wait
 short_description: Wait until every table's watermark advances again, printing progress on every look
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - The end of every recovery (runbook "Verify watermark updates", Post-Incident step 1) as one task. Looks at the
     watermark table with P(k2.iceberg_offload.watermark_info#module) every O(poll) seconds until each table's

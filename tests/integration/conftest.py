@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Integration fixtures: a real PostgreSQL 15 (our throwaway cluster, or the server named by
 K2_TEST_PG_* such as the lab's k2-prefect-db), and one fresh schema per test so tests never
 touch the real offload_watermarks table."""

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A reset the scheduler reads (issue 9): when entries are dated after the server's now() (its TimeZone
 changed, or its clock was stepped back), watermark_reset still writes the entry the scheduler's
 ORDER BY created_at DESC LIMIT 1 returns, verifies that before commit, and is idempotent;

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """iceberg_dedupe against real pyiceberg warehouses (SQL catalog on sqlite, as in the lab; Hadoop layout).
 
 Each test builds its own warehouse in tmp. Expected answers come from the Arrow data the test

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """iceberg_table_info against a real pyiceberg warehouse (SQL catalog, Hadoop layout, metadata file).
 
 Expected answers come from the Arrow data the fixture wrote (the oracle), never from a scan.

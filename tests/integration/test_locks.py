@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """No run waits on a lock without a bound (issue 9): every lock the modules take, against an open
 transaction holding a conflicting lock. The module must give up within lock_timeout (0: at once,
 without queueing) and say who holds the lock; the scheduler-style INSERT that queued behind the

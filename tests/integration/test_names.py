@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Names resolved as PostgreSQL resolves them (issue 9): unquoted names fold to lower case, a
 double-quoted part is case-sensitive, and the (table_name, created_at DESC) index is found by what it
 is on THIS table, named after the table, so a second watermark table in a schema gets its own."""

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """offload_source_info against a real ClickHouse (throwaway 18.16, or K2_TEST_CH_URL).
 
 Source tables are filled relative to the server's clock; every expected answer is

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Secrets never leave the vault (issue 9): every module runs with distinctive secret values, at
 -vvvv, through successes and failures, against the real PostgreSQL, ClickHouse and Iceberg
 warehouse; then every output, log, audit row, backup table, backup file and server log is

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """watermark_cleanup regressions_only against real PostgreSQL: per table, the entries whose pair is lower,
 as a pair, than the greatest pair written before them (by created_at, id) go; never the latest entry;
 backup, audit, check mode, diff and idempotence as for the other modes."""

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A writer inserting every 50 ms (as the scheduler would, much faster) while cleanup and reset run:
 no insert lost or failed, no regression, and the writer's waits measured."""
 import time

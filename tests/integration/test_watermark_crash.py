@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A PostgreSQL server killed (SIGKILL, postmaster and backends) in the middle of a cleanup or a reset:
 after crash recovery the table is exactly as it was, and the module failed with a clear message."""
 import subprocess

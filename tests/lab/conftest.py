@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The K2 lab for tests: brought up once per session, taken down at the end.
 
 K2LAB_KEEP=1 leaves a lab that was already running (or that the session

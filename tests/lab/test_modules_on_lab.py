@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The collection's modules against the lab's servers (not throwaway ones).
 
 The Iceberg module runs inside k2-spark-iceberg through the community.docker.docker

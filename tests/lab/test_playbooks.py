@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 8 end to end: each lab fault is recovered by the playbooks, not by the lab's heal.
 
 For every fault (and a healthy lab), as an on-call engineer would: ansible-playbook

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 10: a seeded random sequence of faults (two at once among them), each recovered by
 recover.yml -e k2_execute=true; at the end the cold tier is exact. One seed here
 (K2_CHAOS_SEEDS, K2_CHAOS_STEPS); `make chaos` runs several and records the figures."""

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 4 end to end: the watermark table is lost; recreate it and restart the offload.
 
 `strategy: cold_tier` (the collection's default for this case) leaves the cold tier

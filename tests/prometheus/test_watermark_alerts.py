@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The watermark_alerts role's rules, rendered by the role itself on this host
 (its `validate:` runs `promtool check rules`), then unit-tested with
 `promtool test rules` (roles/watermark_alerts/tests/watermark_alerts.test.yml).

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """ansible-test sanity (validate-modules, pep8, pylint, import, yamllint, …) over the collection.
 
 scripts/sanity.sh lays the checkout out as ansible_collections/k2/iceberg_offload in a

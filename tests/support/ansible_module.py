@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Run a module of this collection the way a playbook would, and return its result.
 
 Integration tests call modules through ``ansible`` (ad-hoc, local connection,

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A seeded random sequence of lab faults, each recovered by recover.yml (issue 10).
 
 Every step injects one fault or two at once, leaves them for one to two and a half

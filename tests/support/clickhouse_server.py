@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A throwaway ClickHouse server for tests and benchmarks (Debian's clickhouse-server).
 
 It listens on 127.0.0.1 only (HTTP 28123, TCP 29000, interserver 29009 unless

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Run the incident playbooks the way an on-call engineer does: ansible-playbook in a
 subprocess, with an inventory file, the default output, and read the JSON reports the
 playbooks write. Used by the lab tests and by bench/mttr_bench.py."""

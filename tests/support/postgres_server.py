@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A throwaway PostgreSQL 15 cluster for integration tests and benchmarks.
 
 ``PostgresServer(port).start()`` runs ``initdb`` into a fresh directory under /tmp

@@ -1,4 +1,7 @@
 #!/bin/bash
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # k2-clickhouse: ClickHouse with bronze_trades_* tables, 48 h of seeded history,
 # then a trade generator feeding every table a few rows per second.
 # Environment: K2_TABLES (space separated), K2_HISTORY_HOURS (48),

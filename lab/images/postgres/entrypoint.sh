@@ -1,4 +1,7 @@
 #!/bin/bash
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # k2-prefect-db: PostgreSQL 15 with database and user "prefect" and the
 # (local socket connections are trusted, as in the runbook's docker exec psql),
 # offload_watermarks table. Settings come from the environment:

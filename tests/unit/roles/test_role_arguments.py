@@ -1,6 +1,14 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Each role refuses bad variables before doing anything: meta/argument_specs.yml
 (types, choices) and the preflight asserts (ranges, identifiers). Runs the roles
 on localhost in check mode; every case must fail before any task could write.
+
+Runs under plain pytest (the project's .venv, collections path .collections) and under
+ansible-test units (scripts/units.sh: the checkout already lies at
+ansible_collections/k2/iceberg_offload, and ansible-playbook is ansible-core's module
+in whatever Python runs the tests).
 """
 import json
 import os
@@ -10,6 +18,10 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+# Under ansible-test the checkout is .../ansible_collections/k2/iceberg_offload itself.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(REPO)))
+COLLECTIONS = _ROOT if os.path.basename(os.path.dirname(os.path.dirname(REPO))) == "ansible_collections" \
+    else os.path.join(REPO, ".collections")
 
 CASES = [
     ("watermark_cleanup", {"watermark_cleanup_access": "ssh"}, "watermark_cleanup_access"),
@@ -43,11 +55,11 @@ PLAY = """
 def test_bad_variable_is_refused(tmp_path, role, variables, message):
     play = tmp_path / "play.yml"
     play.write_text(PLAY % role)
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".collections"),
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
                ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="false",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
-    ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    proc = subprocess.run([ansible_playbook, "--check", str(play), "-e", json.dumps(variables)],
+    ansible_playbook = [sys.executable, "-m", "ansible.cli.playbook"]
+    proc = subprocess.run(ansible_playbook + ["--check", str(play), "-e", json.dumps(variables)],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out

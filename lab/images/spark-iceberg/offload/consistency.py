@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Compare the source (ClickHouse) with the cold tier (Iceberg) up to the watermark.
 
 For each table: rows of the source up to the watermark pair that the cold tier

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Prometheus metrics of the watermark, as the runbook's dashboards use them.
 
 watermark_timestamp_seconds{table}  Unix time of the latest watermark entry (its created_at).

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Lab-only operations run inside k2-spark-iceberg by the lab's CLI (python -m k2lab).
 
     labtool.py init                 create cold tables; write a first watermark per

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Offload the rows of one ClickHouse table that lie after its watermark into Iceberg.
 
     offload_generic.py --source-table bronze_trades_binance \

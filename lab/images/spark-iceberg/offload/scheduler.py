@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The lab's iceberg-offload-scheduler: one offload per table every K2_CYCLE_SECONDS.
 
 Logs CYCLE lines, each job's output (including watermark errors and

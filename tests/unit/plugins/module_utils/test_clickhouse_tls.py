@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """TLS handling of the ClickHouse client against a real TLS socket on 127.0.0.1.
 
 The server is a stand-in that answers like ClickHouse's HTTP interface (ClickHouse 18.16

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of module_utils/iceberg.py: locating metadata, overlap groups, the scan's arithmetic.
 
 The scan tests use a small real warehouse in tmp (local files, no server).

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of module_utils/iceberg_repair.py: the decisions, with no table (Arrow tables and
 pyiceberg schemas built in memory), plus the Hadoop-layout commit's refusal of a taken version."""
 import datetime
@@ -370,10 +373,13 @@ def test_peak_rss_is_this_process_not_its_parent():
     ballast = bytearray(300 * 1024 * 1024)
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))))
+    # The child imports the collection from where this process did: .collections in a
+    # checkout, ansible-test's tree under ansible-test units.
+    collections_root = iceberg.__file__
+    for dummy in range(6):  # .../ansible_collections/k2/iceberg_offload/plugins/module_utils/iceberg.py
+        collections_root = os.path.dirname(collections_root)
     code = ("import sys; sys.path[:0] = %r; from ansible_collections.k2.iceberg_offload.plugins.module_utils "
-            "import iceberg; print(iceberg.peak_rss_bytes())" % ([os.path.join(repo, ".collections"), repo],))
+            "import iceberg; print(iceberg.peak_rss_bytes())" % ([collections_root],))
     child = int(subprocess.check_output([sys.executable, "-c", code]).decode().split()[-1])
     assert child < 250 * 1024 * 1024 < iceberg.peak_rss_bytes()
     del ballast

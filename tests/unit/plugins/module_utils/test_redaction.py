@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What may be written and printed: secrets come from the argument spec's no_log flags (any option,
 any depth, whatever its name), URL passwords and secret-named property keys."""
 import pytest

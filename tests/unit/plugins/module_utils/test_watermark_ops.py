@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Decisions in watermark_ops that need no server: audit parameters, source-name checks, the
 choice between DELETE and the TRUNCATE rewrite (with a fake store)."""
 import pytest
