@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Chaos: several seeded random fault sequences, each step recovered by recover.yml (issue 10).
 
     bench/run.sh chaos [--seeds 1,2,3,4,5] [--steps 5] [--no-doc]   (make chaos)

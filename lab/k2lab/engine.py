@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The Docker Engine for the lab, through the Docker SDK for Python (docker-py), not the CLI.
 
 One client (``docker.from_env()``: DOCKER_HOST or the local socket) for every container,

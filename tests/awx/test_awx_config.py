@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """extensions/awx/controller_config.yml is what awx.awx (and infra.aap_configuration) reads:
 every item passes the argument spec of its awx.awx module; the credential type injects what the
 playbooks read and AWX hides its secrets; surveys ask for no secret and default to the plan;

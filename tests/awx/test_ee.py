@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The execution environment's definition (execution-environment.yml, meta/execution-environment.yml):
 its Python requirements are exactly what the plugins import, with a pyiceberg extra for each catalog
 the docs offer; ansible-builder makes its build context and reads the collection's own EE metadata."""

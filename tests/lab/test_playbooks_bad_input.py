@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 8: bad input to the playbooks gets a clear error and nothing is written.
 
 Unknown scenario names, an inventory without the Spark host, a Prometheus or a ClickHouse

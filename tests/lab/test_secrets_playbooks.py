@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 9's secrets rule for the playbooks: diagnose, recover (the plan and the change) and
 post_incident run at -vvvv on the lab, through a failure (a wrong ClickHouse password) and a
 recovery that uses the superuser password (Scenario 2b), and no secret appears in their

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 11, AWX/AAP: the job templates of extensions/awx/controller_config.yml run through
 ansible-runner as AWX runs them, against the lab, with the credential type's injectors rendered
 as AWX renders them. The workflow (diagnose -> approval -> recover -> post-incident) is played

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 11, Event-Driven Ansible: the rulebook extensions/eda/rulebooks/iceberg_offload_watermark_stale.yml,
 run by ansible-rulebook from the installed collection, for real in the lab: the scheduler stops,
 the lab's Prometheus fires IcebergOffloadWatermarkStale (4 cycles), Debian's Alertmanager posts it

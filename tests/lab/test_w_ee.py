@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 11, execution environment: no registry is reachable here and the lab's Debian base image
 has neither pip nor the proxy's CA, so the image is not built. Instead the EE's exact content
 (ansible-core and ansible-runner as pinned in execution-environment.yml, the Python requirement

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """ansible-rulebook with the collection's rulebook, and Debian's Alertmanager, started on 127.0.0.1
 for a test and stopped by their process ids."""
 import json

@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The execution environment of execution-environment.yml, without a registry: its build context
 (ansible-builder create), and its content installed into a clean virtualenv (ansible-core and
 ansible-runner as pinned, the Python requirement file it names, its collections) in which a
