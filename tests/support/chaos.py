@@ -37,7 +37,7 @@ def plan(seed, steps):
             out.append(list(pair))
         else:
             out.append([rng.choice(SINGLES)])
-    return out, [round(rng.uniform(1.0, 2.5), 2) for _ in range(steps)]
+    return out, [round(rng.uniform(1.0, 2.5), 2) for dummy in range(steps)]
 
 
 def run(seed, steps, log=print):
