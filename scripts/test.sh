@@ -2,14 +2,15 @@
 # The README's test command (`make test`) runs this after scripts/setup.sh.
 # One pytest run over every suite, in this order: unit tests (fakes allowed),
 # packaging, integration tests against real throwaway servers, ansible-test
-# sanity, molecule scenarios of the roles, then the lab tests, which bring the
+# sanity, the short version matrix (ansible-core 2.17, PostgreSQL 18; `make matrix`
+# runs the whole of it), molecule scenarios of the roles, then the lab tests, which bring the
 # K2 lab up, break it every way the runbook describes, and take it down.
 # K2_TEST_PATHS overrides what runs; extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${K2_VENV:-$PWD/.venv}
 export ANSIBLE_COLLECTIONS_PATH=$PWD/.collections
-paths=${K2_TEST_PATHS:-"tests/unit tests/integration tests/prometheus tests/sanity tests/molecule tests/lab"}
+paths=${K2_TEST_PATHS:-"tests/unit tests/integration tests/prometheus tests/sanity tests/matrix tests/molecule tests/lab"}
 existing=()
 for p in $paths; do [ -e "$p" ] && existing+=("$p"); done
 start=$(date +%s)
