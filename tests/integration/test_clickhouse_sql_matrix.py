@@ -8,6 +8,7 @@ grid of tables, watermarks and cutoffs runs on both as the client sends it (``..
 JSONCompact``). The decoded answers (rows and column types) must be identical; one test also
 drives ``ClickHouseClient`` itself over both engines and compares what the modules would see.
 Any difference fails, listed in full. The SQL is never copied here: it comes from the builders.
+chdb is imported plainly: without it (requirements-dev.txt) this module errors, it is not skipped.
 
 chdb's defaults differ from a ClickHouse server's in two settings that shape the answer
 without touching the query; the chdb session is given the server's: 64-bit integers quoted in
@@ -15,6 +16,7 @@ JSON (``output_format_json_quote_64bit_integers=1``) and the test server's time 
 """
 import datetime
 import json
+import shutil
 import tempfile
 
 import chdb
@@ -171,7 +173,6 @@ class ChdbEngine(object):
 
     def close(self):
         self.session.close()
-        import shutil
         shutil.rmtree(self.path, ignore_errors=True)
 
 
