@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2329  # run_* are called through timed
 # The version matrix (issue 11): the collection on the ansible-core versions it supports, its
 # PostgreSQL suite on two PostgreSQL majors, its ClickHouse statements on two ClickHouse generations.
 #
@@ -29,7 +30,7 @@
 # Environment: K2_VENV (project venv, default .venv), K2_MATRIX_FLOOR_CORE, K2_MATRIX_NEWEST_CORE,
 # K2_MATRIX_FLOOR_PYTHON, K2_MATRIX_NEWEST_PYTHON (override the pins below).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 VENV=${K2_VENV:-$ROOT/.venv}
 MATRIX=$ROOT/.cache/matrix
@@ -76,7 +77,7 @@ level_python() {
 find_python() {
   local want=$1 cand root
   root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
-  for cand in $(ls -d "$root"/versions/"$want".*/bin/python"$want" 2>/dev/null | sort -V -r) \
+  for cand in $(printf '%s\n' "$root"/versions/"$want".*/bin/python"$want" | sort -V -r) \
               "/usr/bin/python$want" "/usr/local/bin/python$want"; do
     if [ -x "$cand" ] && "$cand" -c 'import sys, venv' 2>/dev/null; then echo "$cand"; return 0; fi
   done
@@ -154,8 +155,8 @@ run_units() {  # venv
   local rc
   ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS "$1/bin/python" -m pytest -p no:cacheprovider -q -rfEs tests/unit
   rc=$?
-  [ $rc -eq 5 ] && { say "FAILED: pytest collected no unit tests"; return 1; }
-  return $rc
+  [ "$rc" -eq 5 ] && { say "FAILED: pytest collected no unit tests"; return 1; }
+  return "$rc"
 }
 
 run_syntax() {  # venv
@@ -187,14 +188,16 @@ timed() {  # name command...
 }
 
 cmd_ansible() {
-  local level=${1:?usage: $0 ansible floor|current|newest [sanity] [units] [syntax]} venv core py check
+  local level=${1:?usage: $0 ansible floor|current|newest [sanity] [units] [syntax]} venv core py check checks
   shift
+  checks=("$@")
+  [ ${#checks[@]} -gt 0 ] || checks=(sanity units syntax)
   [ "$level" = floor ] && check_floor
   collections_path
   venv=$(level_venv "$level") || exit 2
   core=$(level_core "$level"); py=$(level_python "$level")
   say "ansible-core $core on $("$venv/bin/python" --version 2>&1) ($level): $venv"
-  for check in ${@:-sanity units syntax}; do
+  for check in "${checks[@]}"; do
     case $check in
       sanity) timed "ansible-core $core ($level) sanity" run_sanity "$venv" "$py" ;;
       units) timed "ansible-core $core ($level) unit tests" run_units "$venv" ;;
@@ -230,8 +233,8 @@ run_postgres_suite() {  # major bin quick
     ANSIBLE_COLLECTIONS_PATH="$ROOT/.collections" \
     "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rfEs -m postgres "${paths[@]}"
   rc=$?
-  [ $rc -eq 5 ] && { say "FAILED: pytest collected no PostgreSQL test"; return 1; }
-  return $rc
+  [ "$rc" -eq 5 ] && { say "FAILED: pytest collected no PostgreSQL test"; return 1; }
+  return "$rc"
 }
 
 cmd_postgres() {
@@ -250,8 +253,8 @@ run_clickhouse() {
     ANSIBLE_COLLECTIONS_PATH="$ROOT/.collections" \
     "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rfEs tests/integration/test_clickhouse_sql_matrix.py
   rc=$?
-  [ $rc -eq 5 ] && { say "FAILED: pytest collected no ClickHouse comparison"; return 1; }
-  return $rc
+  [ "$rc" -eq 5 ] && { say "FAILED: pytest collected no ClickHouse comparison"; return 1; }
+  return "$rc"
 }
 
 cmd_clickhouse() {
@@ -283,7 +286,7 @@ case ${1:-} in
     cmd_postgres 18
     cmd_clickhouse
     say "matrix took $(( $(date +%s) - start )) s" ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '3,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
 [ ${#RESULTS[@]} -gt 0 ] && summary
 exit $FAILED
