@@ -174,7 +174,7 @@ FAILED=0
 record() {  # name rc seconds
   local verdict=passed
   [ "$2" -eq 0 ] || { verdict=FAILED; FAILED=1; }
-  RESULTS+=("$(printf '%-52s %-7s %5ss' "$1" "$verdict" "$3")")
+  RESULTS+=("$(printf '%-68s %-7s %5ss' "$1" "$verdict" "$3")")
   say "$1: $verdict in $3 s"
 }
 
@@ -259,11 +259,11 @@ run_clickhouse() {
 
 cmd_clickhouse() {
   local old new
-  old=$(/usr/bin/clickhouse-server --version 2>/dev/null | head -1)
-  new=$("$VENV/bin/python" -c 'import chdb; print("chdb %s (ClickHouse %s)" % (chdb.__version__, chdb.engine_version))' 2>/dev/null) \
+  old=$(dpkg-query -W -f='${Version}' clickhouse-server 2>/dev/null)
+  new=$("$VENV/bin/python" -c 'import chdb; print("%s (chdb %s)" % (chdb.engine_version, chdb.__version__))' 2>/dev/null) \
     || die "chdb is not installed in $VENV (requirements-dev.txt): run make setup"
-  say "${old:-clickhouse-server (version unknown)} vs $new"
-  timed "ClickHouse statements: 18.16 server = $new" run_clickhouse
+  say "ClickHouse ${old:-of unknown version} (Debian clickhouse-server) vs ClickHouse $new"
+  timed "ClickHouse statements: ${old%%+*} = $new" run_clickhouse
 }
 
 summary() {
