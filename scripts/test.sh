@@ -8,7 +8,8 @@
 # tests through ansible-test units, antsibull-docs and antsibull-changelog lint, the
 # docsite, licences), the AWX configuration and execution environment definitions
 # (tests/awx), packaging, integration tests against real throwaway servers,
-# ansible-test sanity, molecule scenarios of the roles, then the lab tests, which
+# ansible-test sanity, the version matrix's short run (tests/matrix: ansible-core 2.17,
+# PostgreSQL 18, ClickHouse 26 via chdb), molecule scenarios of the roles, then the lab tests, which
 # bring the K2 lab up, break it every way the runbook describes, and take it down.
 # tests/unit runs inside tests/gates (ansible-test units), not a second time here;
 # K2_TEST_PATHS=tests/unit runs it directly in .venv.
@@ -17,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 VENV=${K2_VENV:-$PWD/.venv}
 export ANSIBLE_COLLECTIONS_PATH=$PWD/.collections
-paths=${K2_TEST_PATHS:-"tests/gates tests/awx tests/integration tests/prometheus tests/sanity tests/molecule tests/lab"}
+paths=${K2_TEST_PATHS:-"tests/gates tests/awx tests/integration tests/prometheus tests/sanity tests/matrix tests/molecule tests/lab"}
 existing=()
 for p in $paths; do [ -e "$p" ] && existing+=("$p"); done
 start=$(date +%s)

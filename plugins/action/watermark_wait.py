@@ -12,7 +12,6 @@ __metaclass__ = type
 import time
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.six import string_types
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -32,7 +31,7 @@ class ActionModule(ActionBase):
         args = dict(self._task.args)
         opts = dict((k, args.pop(k)) for k in WAIT_OPTIONS if k in args)
         tables = args.get("tables") or []
-        if isinstance(tables, string_types):
+        if isinstance(tables, str):
             tables = [tables]
         if not tables:
             raise AnsibleActionFail("watermark_wait needs tables (the source tables whose watermark must advance)")

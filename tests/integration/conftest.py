@@ -3,9 +3,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Integration fixtures: a real PostgreSQL 15 (our throwaway cluster, or the server named by
 K2_TEST_PG_* such as the lab's k2-prefect-db), and one fresh schema per test so tests never
-touch the real offload_watermarks table."""
+touch the real offload_watermarks table.
+
+Tests that use pg_server are marked ``postgres``: ``pytest -m postgres tests/integration`` is the
+PostgreSQL suite the version matrix runs on each major (scripts/matrix.sh, K2_PG_BIN); with
+K2_TEST_PG_EXPECT_MAJOR set, the fixture refuses a server of another major."""
 
 import contextlib
+import os
 import uuid
 
 import psycopg2
@@ -17,12 +22,33 @@ from tests.support.clickhouse_server import clickhouse  # noqa: F401  pylint: di
 from tests.support.iceberg_warehouse import cold_tier  # noqa: F401  pylint: disable=unused-import
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "postgres: uses the pg_server fixture (the PostgreSQL suite of the "
+                                       "version matrix, scripts/matrix.sh)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "pg_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     server = external_server_from_env() or PostgresServer(DEFAULT_PORT)
     server.start()
-    yield server
-    server.stop()
+    try:
+        expected = os.environ.get("K2_TEST_PG_EXPECT_MAJOR")
+        if expected:
+            with contextlib.closing(psycopg2.connect(**server.dsn())) as conn, conn.cursor() as cur:
+                cur.execute("SHOW server_version")
+                version = cur.fetchone()[0]
+            if version.split(".")[0] != expected:
+                pytest.exit("K2_TEST_PG_EXPECT_MAJOR=%s but the server is PostgreSQL %s" % (expected, version),
+                            returncode=3)
+        yield server
+    finally:
+        server.stop()
 
 
 class WatermarkDB(object):

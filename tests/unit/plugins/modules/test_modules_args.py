@@ -2,11 +2,21 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Argument handling of the modules, without a server (the connection is never reached)."""
+import contextlib
 import json
+from unittest import mock
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
+from ansible.module_utils import basic
+
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # ansible-core before 2.19 (the floor, 2.17): the module reads basic._ANSIBLE_ARGS
+    @contextlib.contextmanager
+    def patch_module_args(args=None):
+        with mock.patch.object(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}).encode()):
+            yield
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import postgres as pg
 from ansible_collections.k2.iceberg_offload.plugins.modules import (
