@@ -226,7 +226,9 @@ class ChdbHttpSession(object):
 def engines(clickhouse):
     current = ChdbEngine()
     old = HttpEngine(clickhouse)
-    db = clickhouse["database"]
+    # A database of its own: the session's database is shared with test_offload_source_info,
+    # which creates tables of the same names.
+    db = clickhouse["database"] + "_matrix"
     try:
         for sql in _load_statements(db):
             old.execute(sql)
@@ -234,6 +236,7 @@ def engines(clickhouse):
         yield {"db": db, "old": old, "current": current, "clickhouse": clickhouse}
     finally:
         current.close()
+        old.execute("DROP DATABASE IF EXISTS %s" % db)
 
 
 def _version(engine):
