@@ -108,7 +108,10 @@ def _child(conn, *call):
         conn.close()
 
 
-def _stop(proc):
+def _stop(proc, grace):
+    """Wait ``grace`` seconds for the child to end, then SIGTERM (the TaskQueueManager passes it on
+    to its workers) and, after STOP_GRACE more, SIGKILL."""
+    proc.join(grace)
     if proc.is_alive():
         os.kill(proc.pid, signal.SIGTERM)
         proc.join(STOP_GRACE)
@@ -147,15 +150,17 @@ def run_module(name, args=None, check=False, diff=False, env=None, timeout=300, 
         name="run_module " + fqcn, daemon=False)
     proc.start()
     writer.close()
+    grace = 0
     try:
         if not reader.poll(timeout):
             raise subprocess.TimeoutExpired("run_module %s on %s" % (fqcn, target), timeout)
+        grace = STOP_GRACE
         status, payload = reader.recv()
     except EOFError:
         status, payload = "error", "the child running %s died (exit code %s)" % (fqcn, proc.exitcode)
     finally:
         reader.close()
-        _stop(proc)
+        _stop(proc, grace)
     if status != "ok":
         raise AssertionError("pytest-ansible could not run %s on %s:\n%s" % (fqcn, target, payload))
     result = json.loads(payload)
