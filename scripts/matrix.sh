@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # shellcheck disable=SC2329  # run_* are called through timed
 # The version matrix (issue 11): the collection on the ansible-core versions it supports, its
 # PostgreSQL suite on two PostgreSQL majors, its ClickHouse statements on two ClickHouse generations.

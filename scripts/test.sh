@@ -22,7 +22,7 @@ paths=${K2_TEST_PATHS:-"tests/gates tests/awx tests/integration tests/prometheus
 existing=()
 for p in $paths; do [ -e "$p" ] && existing+=("$p"); done
 start=$(date +%s)
-"$VENV/bin/python" -m pytest -p no:cacheprovider -rfEs "${existing[@]}" "$@"
+"$VENV/bin/python" -m pytest -p no:cacheprovider -rfEs --durations=40 "${existing[@]}" "$@"
 rc=$?
 echo "[test] pytest exit code $rc after $(( $(date +%s) - start )) s"
 if [ $rc -eq 5 ]; then

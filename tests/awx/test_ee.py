@@ -88,8 +88,13 @@ def test_ansible_builder_create(tmp_path):
 def test_ansible_builder_reads_the_installed_collections_requirements(tmp_path):
     """What the builder stage of the image does: introspect the installed collections."""
     dest = str(tmp_path / "collections")
-    subprocess.run([os.path.join(ee.VENV_BIN, "ansible-galaxy"), "collection", "install", "--offline", "--no-deps",
-                    "-p", dest, ee.build_collection()], check=True, stdout=subprocess.PIPE)
+    # --force: without it ansible-galaxy may answer "Nothing to do" when it finds the collection
+    # already installed on another configured path, and dest stays empty.
+    inst = subprocess.run([os.path.join(ee.VENV_BIN, "ansible-galaxy"), "collection", "install", "--offline",
+                           "--no-deps", "--force", "-p", dest, ee.build_collection()],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    installed = os.path.join(dest, "ansible_collections", "k2", "iceberg_offload", "MANIFEST.json")
+    assert inst.returncode == 0 and os.path.exists(installed), inst.stdout.decode()
     proc = subprocess.run([os.path.join(ee.VENV_BIN, "ansible-builder"), "introspect", "--sanitize", dest],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     out = proc.stdout.decode()

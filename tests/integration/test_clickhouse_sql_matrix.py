@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Every statement the collection sends to ClickHouse, on ClickHouse 18.16 and on a current engine.
 
 plugins/module_utils/clickhouse.py builds all of them (server info, table columns, summary,

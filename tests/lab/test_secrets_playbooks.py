@@ -47,7 +47,7 @@ def test_no_secret_in_any_playbook_output_report_or_row(k2lab, tmp_path):
     faults.inject("pg-connections")
     play("recover.yml")
     rec = play("recover.yml", {"k2_execute": True})
-    assert rec.report("recovery")["outcome"] == "recovered", rec
+    assert rec.report("recovery")["outcome"] == "recovered", (rec.output[-6000:], rec.report("diagnosis"))
     play("post_incident.yml", {"k2_post_incident_cycles": 1})
 
     for path in glob.glob(os.path.join(reports, "*")):

@@ -35,7 +35,8 @@ def awx_job(k2lab, tmp_path_factory):
     (the credential brings them), and a function that runs one job template."""
     xml = ('<?xml version="1.0"?><yandex><users><{u}><password>{p}</password><networks><ip>::/0</ip></networks>'
            '<profile>default</profile><quota>default</quota></{u}></users></yandex>').format(u=CH_USER, p=CH_SECRET)
-    lab.dexec(lab.CH, "sh", "-c", "mkdir -p /etc/clickhouse-server/users.d && cat > " + CH_USERS_FILE, input=xml)
+    lab.dexec(lab.CH, "sh", "-c", 'mkdir -p /etc/clickhouse-server/users.d && printf "%s" "$1" > ' + CH_USERS_FILE,
+              "sh", xml)
     lab._wait("ClickHouse to accept the test's login", lambda: _ch_login_works(k2lab), 30)
     root = tmp_path_factory.mktemp("awx")
     inventory = yaml.safe_load(lab.inventory())

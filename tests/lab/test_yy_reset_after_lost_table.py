@@ -54,7 +54,7 @@ def test_cold_tier_reset_leaves_the_cold_tier_exact(k2lab):
     assert not result["failed"], result.get("msg")
     assert result["changed"]
     again = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), host=SPARK_HOST)
-    assert not again["failed"] and not again["changed"], again
+    assert not again["failed"] and not again["changed"], (again.get("msg"), again.get("exception"), again)
     lab.wait_for_new_watermarks(cycles=3)
     report = lab.consistency()
     for t in lab.TABLES:

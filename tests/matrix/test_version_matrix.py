@@ -1,3 +1,6 @@
+# Copyright (c) K2 Platform Engineering
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The short version matrix that `make test` runs (scripts/matrix.sh; `make matrix` runs all of it).
 
 - ansible-core 2.17, the floor of meta/runtime.yml: ansible-test sanity, the unit tests and
