@@ -6,13 +6,16 @@ export K2_VENV := $(VENV)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 LAB := cd lab && $(PY) -m k2lab
 
-.PHONY: setup test matrix demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean lint units docs gates ee-context
+.PHONY: setup test test-long matrix demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean lint units docs gates ee-context
 
 setup:            ## venv, Debian packages, dockerd, collections path
 	@bash scripts/setup.sh
 
 test: setup       ## every test: unit, integration (real servers), sanity, molecule, lab
 	@bash scripts/test.sh
+
+test-long: setup  ## the lab tests marked long (every fault's symptom, healed by the lab): make test runs a short set
+	@K2_TEST_PATHS=tests/lab K2_TEST_MARK=long bash scripts/test.sh
 
 matrix: setup     ## the version matrix: ansible-core floor/current/newest, PostgreSQL 15 and 18, ClickHouse 18.16 vs 26.x
 	@bash scripts/matrix.sh all

@@ -12,6 +12,7 @@ repair: recreate the table, first watermark from the cold tier), and says so.
 
 import json
 import os
+import time
 
 from . import STATE_DIR, engine, log
 from .lab import (NETWORK, PG, SCHEDULER, SPARK, TABLES, dexec, labtool, psql, settings, _wait)
@@ -98,14 +99,29 @@ def _inject_pg_connections(sessions=None):
     reserved = int(psql("SHOW superuser_reserved_connections").strip())
     used = int(psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").strip())
     n = sessions or (max_conn - reserved - used + 2)
-    password = settings()["pg_password"]
+    dexec(SPARK, "rm", "-f", IDLE_SESSIONS_PIDFILE)
+    _open_idle_sessions(n)
+    _wait("connection slots to fill up", _slots_full, 90)
+    # Connections counted as used above may end a moment later (the counting psql itself, a
+    # scheduler cycle, a probe): each one frees a slot, and the fault would be gone before
+    # anyone diagnoses it. Top up until the pool stays full.
+    for dummy in range(2):
+        time.sleep(2)
+        if _slots_full():
+            continue
+        _open_idle_sessions(2)
+        n += 2
+        _wait("connection slots to fill up again", _slots_full, 60)
+    return n
+
+
+def _open_idle_sessions(n):
+    """n idle psql sessions of the prefect role from the Spark host (their PIDs recorded for heal)."""
     script = (
-        'rm -f {pids}; for i in $(seq 1 {n}); do '
+        'for i in $(seq 1 {n}); do '
         '(sleep infinity | PGPASSWORD="$K2PW" psql -h {pg} -U prefect -d prefect -q >/dev/null 2>&1 &'
         ' echo $! >> {pids}); done; sleep 3'.format(pids=IDLE_SESSIONS_PIDFILE, n=n, pg=PG))
-    dexec(SPARK, "bash", "-c", script, env={"K2PW": password})
-    _wait("connection slots to fill up", _slots_full, 90)
-    return n
+    dexec(SPARK, "bash", "-c", script, env={"K2PW": settings()["pg_password"]})
 
 
 def _slots_full():

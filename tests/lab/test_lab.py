@@ -1,7 +1,11 @@
 # Copyright (c) K2 Platform Engineering
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The lab itself: it comes up healthy, the pipeline runs, each fault shows its symptom."""
+"""The lab itself: it comes up healthy, the pipeline runs, each fault shows its symptom.
+
+The faults whose symptom tests/lab/test_playbooks.py also diagnoses (and recovers through the
+playbooks) are marked long: `make test-long` runs them, `make test` keeps the scheduler and the
+connection-pool faults here."""
 import json
 import subprocess
 import time
@@ -112,6 +116,7 @@ def test_fault_scheduler_stopped(k2lab):
     _recovers(k2lab)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("fault", ["pg-stopped", "pg-crashed"])
 def test_fault_postgres_down(k2lab, fault):
     faults.inject(fault)
@@ -150,6 +155,7 @@ def test_fault_connections_exhausted(k2lab):
     _recovers(k2lab)
 
 
+@pytest.mark.long
 def test_fault_network_partition(k2lab):
     faults.inject("pg-partition")
     try:
@@ -162,6 +168,7 @@ def test_fault_network_partition(k2lab):
     _recovers(k2lab)
 
 
+@pytest.mark.long
 def test_fault_table_dropped(k2lab):
     faults.inject("table-dropped")
     try:
@@ -176,6 +183,7 @@ def test_fault_table_dropped(k2lab):
     assert lab.consistency()["ok"]
 
 
+@pytest.mark.long
 def test_fault_duplicate_burst(k2lab):
     ids = faults.inject("duplicate-burst")
     try:
@@ -191,6 +199,7 @@ def test_fault_duplicate_burst(k2lab):
         faults.heal("duplicate-burst")
 
 
+@pytest.mark.long
 def test_fault_regression(k2lab):
     faults.inject("scheduler-stopped")  # so the regressed watermark is not acted on
     try:
@@ -208,6 +217,7 @@ def test_fault_regression(k2lab):
     assert lab.consistency()["ok"]
 
 
+@pytest.mark.long
 def test_fault_silent_zero(k2lab):
     faults.inject("silent-zero")
     try:

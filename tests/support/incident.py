@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,14 +57,21 @@ def env(extra=None):
 def run_playbook(name, inventory, report_dir, extra=None, check=False, timeout=900, args=(), env_extra=None):
     """ansible-playbook -i INVENTORY playbooks/NAME -e k2_report_dir=... [-e EXTRA] [--check]."""
     os.makedirs(report_dir, exist_ok=True)
-    cmd = [ANSIBLE_PLAYBOOK, "-i", inventory, os.path.join(REPO, "playbooks", name),
-           "-e", json.dumps(dict({"k2_report_dir": report_dir}, **(extra or {})))]
+    # The extra vars go in a 0600 file (-e @file), the way AWX and ansible-runner pass them: on the
+    # command line, ansible-playbook -vvvv would print them back, secrets included.
+    fd, extra_file = tempfile.mkstemp(prefix="k2-extra-vars-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(dict({"k2_report_dir": report_dir}, **(extra or {})), fh)
+    cmd = [ANSIBLE_PLAYBOOK, "-i", inventory, os.path.join(REPO, "playbooks", name), "-e", "@" + extra_file]
     if check:
         cmd.append("--check")
     cmd += list(args)
     start = time.time()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(env_extra), timeout=timeout,
-                          check=False)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(env_extra),
+                              timeout=timeout, check=False)
+    finally:
+        os.remove(extra_file)
     return Run(name, proc.returncode, proc.stdout.decode(errors="replace"), time.time() - start, report_dir)
 
 
