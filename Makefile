@@ -14,8 +14,8 @@ setup:            ## venv, Debian packages, dockerd, collections path
 test: setup       ## every test: unit, integration (real servers), sanity, molecule, lab
 	@bash scripts/test.sh
 
-test-long: setup  ## the lab tests marked long (every fault's symptom, healed by the lab): make test runs a short set
-	@K2_TEST_PATHS=tests/lab K2_TEST_MARK=long bash scripts/test.sh
+test-long: setup  ## tests marked long: each role's molecule scenario, every lab fault's symptom healed by the lab
+	@K2_TEST_PATHS="tests/molecule tests/lab" K2_TEST_MARK=long bash scripts/test.sh
 
 matrix: setup     ## the version matrix: ansible-core floor/current/newest, PostgreSQL 15 and 18, ClickHouse 18.16 vs 26.x
 	@bash scripts/matrix.sh all

@@ -156,7 +156,9 @@ run_sanity() {  # venv python-version
 
 run_units() {  # venv
   local rc
-  ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS "$1/bin/python" -m pytest -p no:cacheprovider -q -rfEs tests/unit
+  # -o addopts=: pytest.ini's options are pytest-ansible's, which this venv (tests/unit's
+  # requirements only, as ansible-test units has them) does not install.
+  ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS "$1/bin/python" -m pytest -p no:cacheprovider -o addopts= -q -rfEs tests/unit
   rc=$?
   [ "$rc" -eq 5 ] && { say "FAILED: pytest collected no unit tests"; return 1; }
   return "$rc"

@@ -325,6 +325,20 @@ def _plans(store, names, strategy, params, table_exists, targets=None, target_ch
     return plans
 
 
+SAME_SECOND_BACKUPS = 99
+
+
+def _free_backup_name(store, now):
+    """The default backup table's name, numbered when another run made one within the same second
+    (a name given by the user is never changed: an existing one is an error)."""
+    parts = default_backup_name(store.table, now)
+    for n in range(2, SAME_SECOND_BACKUPS + 1):
+        if not store.relation_exists(parts):
+            break
+        parts = default_backup_name(store.table, now, n)
+    return parts
+
+
 def _backup(store, params, where_sql, where_params, now):
     """Save the rows selected by where_sql; returns a description of where, or None."""
     kind = params.get("backup") or "table"
@@ -332,13 +346,18 @@ def _backup(store, params, where_sql, where_params, now):
         return None, 0
     if kind == "table":
         parts = (parse_table_name(params["backup_table"], "backup_table") if params.get("backup_table")
-                 else default_backup_name(store.table, now))
+                 else _free_backup_name(store, now))
         try:
             n = store.backup_to_table(parts, where_sql, where_params)
         except ValueError as e:
             raise OperationError(str(e))
         return ".".join(parts), n
-    path = os.path.join(params.get("backup_dir") or "/tmp", "watermarks_backup_%s.csv" % now.strftime("%Y%m%d_%H%M%S"))
+    stem = os.path.join(params.get("backup_dir") or "/tmp", "watermarks_backup_%s" % now.strftime("%Y%m%d_%H%M%S"))
+    path = stem + ".csv"
+    for n in range(2, SAME_SECOND_BACKUPS + 1):  # several runs within one second
+        if not os.path.exists(path):
+            break
+        path = "%s_%d.csv" % (stem, n)
     if os.path.exists(path):
         raise OperationError("backup file %s already exists; wait a second or choose another backup_dir" % path)
     try:
@@ -663,7 +682,7 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
                 out["backup"], out["backup_rows"] = _backup(store, params, union, union_params, now)
             elif kind == "table":
                 backup_parts = (parse_table_name(params["backup_table"], "backup_table")
-                                if params.get("backup_table") else default_backup_name(store.table, now))
+                                if params.get("backup_table") else _free_backup_name(store, now))
                 try:
                     store.create_backup_table(backup_parts)
                 except ValueError as e:

@@ -136,10 +136,10 @@ def validate_cleanup(keep, older_than, duplicates_only, regressions_only=False):
     return seconds
 
 
-def default_backup_name(watermark_table_parts, now):
-    """<table>_backup_YYYYmmdd_HHMMSS in the watermark table's schema (fits 63 characters; all lower case, so
-    the name needs no quoting)."""
-    suffix = "_backup_" + now.strftime("%Y%m%d_%H%M%S")
+def default_backup_name(watermark_table_parts, now, n=None):
+    """<table>_backup_YYYYmmdd_HHMMSS[_n] in the watermark table's schema (fits 63 characters; all lower case, so
+    the name needs no quoting). ``n`` tells apart backups made within the same second."""
+    suffix = "_backup_" + now.strftime("%Y%m%d_%H%M%S") + ("_%d" % n if n else "")
     base = watermark_table_parts[-1][:63 - len(suffix)]
     return tuple(watermark_table_parts[:-1]) + (base + suffix,)
 

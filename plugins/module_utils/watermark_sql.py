@@ -115,6 +115,9 @@ class WatermarkStore(object):
     def table_exists(self):
         return self._regclass(self.table) is not None
 
+    def relation_exists(self, parts):
+        return self._regclass(parts) is not None
+
     def find_index(self):
         """Name of a valid b-tree index on THIS table whose leading keys are (table_name, created_at DESC),
         the order the scheduler reads (``created_at DESC`` puts NULLs first), or None. Any name does."""

@@ -96,3 +96,19 @@ def test_rewrite_is_refused_with_regressions_only(wdb):
     r = wdb.run("watermark_cleanup", regressions_only=True, keep=1, method="rewrite", backup="none")
     assert r["failed"] and "regressions_only" in r["msg"]
     assert wdb.snapshot() == before
+
+
+def test_a_default_backup_name_taken_within_the_same_second_is_numbered(wdb):
+    """Two cleanups within one second (a retry, two operators): the second backup gets `_2`, it does not fail."""
+    wdb.create_table()
+    entries(wdb, [(T(2026, 2, 12, 10), 500), (T(2026, 2, 12, 9), 400), (T(2026, 2, 12, 11), 600)])
+    now = datetime.datetime.utcnow()
+    taken = ["offload_watermarks_backup_%s" % (now + datetime.timedelta(seconds=s)).strftime("%Y%m%d_%H%M%S")
+             for s in range(-2, 30)]
+    for name in taken:  # every default name the run can pick is already there
+        wdb.sql("CREATE TABLE %s.%s (LIKE %s)" % (wdb.schema, name, wdb.table))
+    r = wdb.run("watermark_cleanup", regressions_only=True)
+    assert not r.get("failed"), r.get("msg")
+    assert r["deleted"] == 1 and r["backup"].endswith("_2"), r
+    assert r["backup"].split(".")[-1][:-2] in taken
+    assert wdb.sql("SELECT count(*) FROM %s" % r["backup"])[0][0] == 1

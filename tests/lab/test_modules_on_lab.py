@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from k2lab import faults, lab
 from tests.support.ansible_module import run_module
 
@@ -72,6 +74,8 @@ def test_offload_source_info_sees_the_rows_a_silent_failure_leaves_behind(k2lab)
         faults.heal("silent-zero")
 
 
+# tests/integration runs the same suite on a throwaway PostgreSQL in make test
+@pytest.mark.long
 def test_watermark_module_suite_against_the_lab_postgres(k2lab):
     """Issue 3's integration tests, pointed at k2-prefect-db (each test in a schema of its own,
     so the lab's offload_watermarks is not touched; the server-kill tests skip an external server)."""

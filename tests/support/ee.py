@@ -85,6 +85,11 @@ def install_collections(venv, dest):
         ns, coll = name.split(".")
         shutil.copytree(os.path.join(site, ns, coll), os.path.join(dest, "ansible_collections", ns, coll))
     tarball = build_collection()
-    subprocess.run([os.path.join(venv, "bin", "ansible-galaxy"), "collection", "install", "--offline", "--no-deps",
-                    "-p", dest, tarball], check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # --force: without it ansible-galaxy may answer "Nothing to do" when it finds the collection on
+    # another configured path (the checkout's .collections), and dest would stay without it.
+    proc = subprocess.run([os.path.join(venv, "bin", "ansible-galaxy"), "collection", "install", "--offline",
+                           "--no-deps", "--force", "-p", dest, tarball],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    installed = os.path.join(dest, "ansible_collections", "k2", "iceberg_offload", "MANIFEST.json")
+    assert proc.returncode == 0 and os.path.exists(installed), proc.stdout.decode(errors="replace")
     return dest
