@@ -60,24 +60,13 @@ def main():
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
     t0 = time.time()
-    started = False
-    try:
-        lab.settings()
-        if not lab.container_running(lab.SPARK):
-            raise RuntimeError("stale")
-    except RuntimeError:
-        lab.up(cycle_seconds=10)
-        started = True
-    try:
+    with lab.running(cycle_seconds=10):
         lab.wait_for_new_watermarks(cycles=1)
         runs = [chaos.run(int(s), args.steps, log=lambda m: sys.stderr.write(m + "\n"))
                 for s in args.seeds.split(",") if s]
         results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    "machine": machine(), "cycle_seconds": lab.settings()["cycle_seconds"], "steps": args.steps,
                    "runs": runs, "seconds": time.time() - t0}
-    finally:
-        if started:
-            lab.down(quiet=True)
     os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
     out = os.path.join(REPO, "bench", "results", "chaos-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
     with open(out, "w") as fh:

@@ -30,7 +30,6 @@ of docs/benchmarks.md (``--no-doc`` to skip). Exit 1 when a goal is not met
 (>= 10x less data rewritten, >= 5x faster than naive, peak RSS < 512 MiB).
 """
 import argparse
-import datetime
 import json
 import os
 import platform

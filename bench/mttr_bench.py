@@ -188,15 +188,7 @@ def main():
             write_doc(render(json.load(fh)))
         return 0
     t0 = time.time()
-    started = False
-    try:
-        lab.settings()
-        if not lab.container_running(lab.SPARK):
-            raise RuntimeError("stale")
-    except RuntimeError:
-        lab.up(cycle_seconds=10)
-        started = True
-    try:
+    with lab.running(cycle_seconds=10):
         cycle = lab.settings()["cycle_seconds"]
         tmp = tempfile.mkdtemp(prefix="k2-mttr-")
         inventory = lab_inventory(os.path.join(tmp, "lab.yml"))
@@ -208,9 +200,6 @@ def main():
         for fault in [f for f in args.faults.split(",") if f]:
             results["faults"].append(one_fault(fault, inventory, reports, cycle))
         results["seconds"] = time.time() - t0
-    finally:
-        if started:
-            lab.down(quiet=True)
     os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
     out = os.path.join(REPO, "bench", "results", "mttr-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
     with open(out, "w") as fh:

@@ -12,6 +12,7 @@ and, on this machine, a Prometheus on 127.0.0.1 scraping the exporter with the
 ``IcebergOffloadWatermarkStale`` rule loaded. Every port is published on 127.0.0.1.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -23,7 +24,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from . import LAB_DIR, STATE_DIR, engine, images, log, run
+from . import LAB_DIR, STATE_DIR, engine, images, log
 
 # K2LAB_PREFIX names a second lab beside the first (its own containers and network; give it
 # its own K2LAB_*_PORT and K2LAB_STATE_DIR too). Empty: the runbook's names.
@@ -387,6 +388,25 @@ def _stop_prometheus():
         except ProcessLookupError:
             pass
     os.remove(pidfile)
+
+
+@contextlib.contextmanager
+def running(cycle_seconds=None, keep=False):
+    """The running lab's settings, or those of a lab brought up here (with ``cycle_seconds``) and
+    taken down on leaving, unless ``keep``; a lab that was already running is left as it is."""
+    started = False
+    try:
+        s = settings()
+        if not container_running(SPARK):
+            raise RuntimeError("stale state")
+    except RuntimeError:
+        s = up(cycle_seconds=cycle_seconds)
+        started = True
+    try:
+        yield s
+    finally:
+        if started and not keep:
+            down(quiet=True)
 
 
 def down(quiet=False):

@@ -130,11 +130,13 @@ options:
     description:
       - Name of the backup table for O(backup=table), optionally schema-qualified and resolved like
         O(watermark_table); it must not exist yet.
-      - Default C(<watermark table>_backup_<YYYYmmdd_HHMMSS UTC>) in the watermark table's schema.
+      - Default C(<watermark table>_backup_<YYYYmmdd_HHMMSS UTC>) in the watermark table's schema, with C(_2),
+        C(_3), ... appended when another run took that name within the same second.
     type: str
   backup_dir:
     description:
-      - Directory for O(backup=file); the file is C(watermarks_backup_<UTC time>.csv), as in the runbook.
+      - Directory for O(backup=file); the file is C(watermarks_backup_<UTC time>.csv), as in the runbook
+        (C(_2), C(_3), ... before C(.csv) when that name is taken).
     type: path
     default: /tmp
 """

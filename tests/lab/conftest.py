@@ -17,14 +17,5 @@ CYCLE = int(os.environ.get("K2LAB_TEST_CYCLE_SECONDS", "10"))
 
 @pytest.fixture(scope="session")
 def k2lab():
-    started = False
-    try:
-        s = lab.settings()
-        if not lab.container_running(lab.SPARK):
-            raise RuntimeError("stale state")
-    except RuntimeError:
-        s = lab.up(cycle_seconds=CYCLE)
-        started = True
-    yield s
-    if started and os.environ.get("K2LAB_KEEP") != "1":
-        lab.down(quiet=True)
+    with lab.running(cycle_seconds=CYCLE, keep=os.environ.get("K2LAB_KEEP") == "1") as s:
+        yield s
