@@ -8,6 +8,8 @@ network, exec and image operation of the lab. Errors come back as RuntimeError w
 engine's message, so the lab's callers need not know the SDK.
 """
 
+import os
+
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
@@ -70,6 +72,30 @@ def remove(name, volumes=True):
         api().remove_container(name, v=volumes, force=True)
     except NotFound:
         pass
+
+
+def update_restart_policy(name, policy, retries=0):
+    """``docker update --restart POLICY``: "no", "on-failure", "always" or "unless-stopped"."""
+    spec = {"Name": policy} if policy != "on-failure" else {"Name": policy, "MaximumRetryCount": int(retries)}
+    _call("update", name, lambda: api().update_container(name, restart_policy=spec))
+
+
+def put_file(name, path, content, mode=0o600, uid=0, gid=0):
+    """Write one file into a container, running or not (``docker cp``): its directory must exist."""
+    import io
+    import tarfile
+    data = content.encode() if isinstance(content, str) else content
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(os.path.basename(path))
+        info.size, info.mode, info.uid, info.gid = len(data), mode, uid, gid
+        tar.addfile(info, io.BytesIO(data))
+    _call("cp", name, lambda: api().put_archive(name, os.path.dirname(path), buf.getvalue()))
+
+
+def logs(name, tail=30):
+    """``docker logs --tail N`` (stdout and stderr) as text."""
+    return _call("logs", name, lambda: api().logs(name, tail=tail)).decode(errors="replace")
 
 
 def containers_with_label(label):

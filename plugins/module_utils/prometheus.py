@@ -88,6 +88,10 @@ class PrometheusClient(object):
         data = self.get("/api/v1/alerts")
         return data.get("alerts", []) if isinstance(data, dict) else []
 
+    def targets(self):
+        data = self.get("/api/v1/targets", {"state": "active"})
+        return data.get("activeTargets", []) if isinstance(data, dict) else []
+
 
 def _float(value):
     try:
@@ -100,7 +104,8 @@ def watermark_facts(client, metric="watermark_timestamp_seconds", table_label="t
                     alert_name="IcebergOffloadWatermarkStale", tables=None):
     """Per-table watermark age (``time() - metric``) and the alert's state; never raises."""
     out = {"reachable": False, "error": None, "ages": {}, "alerts": [], "firing_tables": [],
-           "pending_tables": [], "alert_active_since": None, "missing_tables": []}
+           "pending_tables": [], "alert_active_since": None, "missing_tables": [], "targets": [],
+           "unhealthy_targets": []}
     try:
         series = client.query("time() - %s" % metric)
         alerts = client.alerts()
@@ -128,4 +133,18 @@ def watermark_facts(client, metric="watermark_timestamp_seconds", table_label="t
             out["pending_tables"].append(item["table"])
     if tables:
         out["missing_tables"] = [t for t in tables if t not in out["ages"]]
+    # Scrape health ("metric not updating" while the watermarks are fresh is a broken exporter or scrape).
+    try:
+        targets = client.targets()
+    except PrometheusError as e:
+        out["targets_error"] = str(e)
+        targets = []
+    for t in targets[:100]:
+        labels = t.get("labels") or {}
+        item = {"job": labels.get("job"), "instance": labels.get("instance"), "health": t.get("health"),
+                "last_error": (t.get("lastError") or "")[:300] or None, "last_scrape": t.get("lastScrape"),
+                "scrape_url": redact_url(t.get("scrapeUrl") or "")}
+        out["targets"].append(item)
+        if item["health"] != "up":
+            out["unhealthy_targets"].append(item)
     return out

@@ -30,8 +30,11 @@ import re
 UNIT_PROPERTIES = (
     "LoadState", "ActiveState", "SubState", "UnitFileState", "Result", "MainPID", "NRestarts",
     "ExecMainStatus", "ExecMainCode", "ActiveEnterTimestamp", "InactiveEnterTimestamp",
-    "StateChangeTimestamp", "ExecMainStartTimestamp", "ExecMainExitTimestamp",
+    "StateChangeTimestamp", "ExecMainStartTimestamp", "ExecMainExitTimestamp", "RestartUSec",
 )
+
+# A unit that restarted within this many seconds of the read may be crash-looping: look twice.
+RECENT_START_SECONDS = 60
 
 # si_code of the main process' end, as systemd reports it in ExecMainCode.
 _EXIT_CODES = {"0": None, "1": "exited", "2": "killed", "3": "dumped"}
@@ -46,6 +49,13 @@ _NO_WATERMARK_RE = re.compile(r"no watermark for (\S+)")
 # Kinds of error lines, first match wins. Each says which runbook scenario it points at.
 ERROR_KINDS = (
     ("too_many_clients", re.compile(r"too many clients|remaining connection slots are reserved", re.I)),
+    # The watermark INSERT refused after the Iceberg append (Symptoms: "cycles completing but watermark
+    # not progressing"; Scenario 4: "constraint violations"). Each is a kind of WATERMARK_WRITE_KINDS.
+    ("permission_denied", re.compile(r"permission denied for (table|relation|sequence|schema)", re.I)),
+    ("constraint_violation", re.compile(r"violates [a-z -]*constraint", re.I)),
+    ("disk_full", re.compile(r"No space left on device|could not extend file", re.I)),
+    ("read_only", re.compile(r"read-only transaction|recovery is in progress", re.I)),
+    ("job_timeout", re.compile(r"did not finish within", re.I)),
     ("unknown_host", re.compile(r"could not translate host name|Name or service not known|"
                                 r"Temporary failure in name resolution|nodename nor servname", re.I)),
     ("connection_refused", re.compile(r"Connection refused", re.I)),
@@ -59,6 +69,10 @@ ERROR_KINDS = (
 )
 
 
+# Error kinds that mean the offload's watermark INSERT was refused (after its Iceberg append).
+WATERMARK_WRITE_KINDS = ("permission_denied", "constraint_violation", "disk_full", "read_only")
+
+
 def parse_systemctl_show(text):
     """Facts of a unit from ``systemctl show --timestamp=unix -p ...`` output (KEY=VALUE lines)."""
     raw = {}
@@ -68,6 +82,7 @@ def parse_systemctl_show(text):
             raw[key.strip()] = value.strip()
     code = _EXIT_CODES.get(raw.get("ExecMainCode", ""), raw.get("ExecMainCode") or None)
     status = _int(raw.get("ExecMainStatus"))
+    restart_seconds = _systemd_seconds(raw.get("RestartUSec"))
     return {
         "load_state": raw.get("LoadState") or None,
         "active_state": raw.get("ActiveState") or None,
@@ -78,6 +93,11 @@ def parse_systemctl_show(text):
         "restarts": _int(raw.get("NRestarts")),
         "exists": raw.get("LoadState") not in (None, "", "not-found"),
         "active": raw.get("ActiveState") in ("active", "reloading", "activating"),
+        # Between two crashes systemd shows "activating (auto-restart)": active by the test above, and
+        # not running. A crash loop is judged over two reads (crash_loop()).
+        "running": raw.get("ActiveState") == "active" and raw.get("SubState") == "running",
+        "auto_restart": raw.get("SubState") == "auto-restart",
+        "restart_seconds": restart_seconds,
         "since": _unix_ts(raw.get("StateChangeTimestamp")),
         "active_since": _unix_ts(raw.get("ActiveEnterTimestamp")),
         "inactive_since": _unix_ts(raw.get("InactiveEnterTimestamp")),
@@ -88,6 +108,55 @@ def parse_systemctl_show(text):
             "signal": status if code in ("killed", "dumped") else None,
         },
     }
+
+
+def crash_loop(first, second, seconds_between):
+    """Whether two reads of a unit ``seconds_between`` apart show a crash loop: systemd restarting it
+    (auto-restart) or its restart counter climbing. Returns ``(bool, evidence dict)``."""
+    if not first or not second or not first.get("exists"):
+        return False, None
+    climbed = (second.get("restarts") or 0) - (first.get("restarts") or 0)
+    looping = bool(first.get("auto_restart") or second.get("auto_restart") or climbed > 0)
+    if not looping:
+        return False, None
+    ex = second.get("last_exit") or first.get("last_exit") or {}
+    return True, {"restarts": second.get("restarts"), "restarts_during_look": climbed,
+                  "seconds_watched": round(seconds_between, 1), "result": second.get("result"),
+                  "exit_code": ex.get("code"), "exit_status": ex.get("status"), "exit_signal": ex.get("signal"),
+                  "last_exit_at": ex.get("at"), "restart_seconds": second.get("restart_seconds")}
+
+
+def recently_started(unit, now):
+    """The unit is auto-restarting, or it (re)started within RECENT_START_SECONDS of ``now`` after a restart."""
+    if not unit or not unit.get("exists"):
+        return False
+    if unit.get("auto_restart"):
+        return True
+    if not unit.get("restarts"):
+        return False
+    since = unit.get("active_since")
+    try:
+        started = datetime.datetime.strptime(since, "%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError):
+        return True
+    return (now - started).total_seconds() < RECENT_START_SECONDS
+
+
+_SPAN_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|min|s|h|d)")
+_SPAN_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _systemd_seconds(value):
+    """Seconds from a systemd time span as ``systemctl show`` prints it (``5s``, ``100ms``, ``1min 30s``,
+    or microseconds as a bare number)."""
+    if not value:
+        return None
+    if value.isdigit():
+        return int(value) / 1e6
+    parts = _SPAN_RE.findall(value)
+    if not parts:
+        return None
+    return sum(float(n) * _SPAN_UNITS[u] for n, u in parts)
 
 
 def _int(value):

@@ -21,7 +21,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import
     postgres_common_argument_spec, pg_sql, psycopg2, watermark_write_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import audit_parameters
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
-    WatermarkError, format_timestamp, parse_duration, utcnow)
+    WatermarkError, format_timestamp, make_watermark, parse_duration, utcnow)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import (
     TableFacts, analyse_window, compute_target, default_backup_name, plan_reset, validate_cleanup,
     window_entries_limit)
@@ -222,6 +222,34 @@ def collect_info(store, params):
         result["findings"].append("no (table_name, created_at DESC) index on %s (the runbook's "
                                   "idx_watermarks_table_created): latest-entry lookups scan the table "
                                   "(watermark_reset state=present creates it)" % store.qualified_name)
+    try:
+        return _collect_tables(store, params, result)
+    except psycopg2.errors.LockNotAvailable:
+        # Another session holds a lock that makes even a read wait (LOCK TABLE, ALTER TABLE ...): say who,
+        # instead of failing after lock_timeout with nothing (runbook Diagnosis step 4).
+        rollback_quietly(store.conn)
+        holders = store.lock_holders()
+        store.conn.rollback()
+        result.update(tables=[], stale_tables=[], warning_tables=[], locked=True, lock_holders=holders)
+        result["findings"].append(
+            "%s could not be read within lock_timeout=%ss: another session holds a lock on it (%s); every offload "
+            "cycle waits on it too (runbook Diagnosis step 4, Scenario 2)" % (
+                store.qualified_name, params.get("lock_timeout"), _describe_holders(holders)))
+        return result
+
+
+def _collect_tables(store, params, result):
+    result["id_sequence"] = store.id_sequence()
+    if params.get("recent_changes"):
+        window = parse_duration(params["recent_changes"], "recent_changes")
+        result["recent_changes"] = store.recent_changes(window)
+        result["recent_changes_window"] = params["recent_changes"]
+    if (result["id_sequence"] or {}).get("behind"):
+        seq = result["id_sequence"]
+        result["findings"].append(
+            "the id sequence %s hands out %s next while max(id) is %s: every INSERT violates the primary key "
+            "(runbook Scenario 4, constraint violations; watermark_reset state=present advances it)"
+            % (seq["sequence"], seq["next_value"], seq["max_id"]))
     names = check_source_table_names(params.get("tables")) or store.table_names()
     lookback = parse_duration(params.get("lookback") or "24h", "lookback")
     cycle = params["cycle_seconds"]
@@ -418,6 +446,7 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
                 rollback_quietly(conn)
                 raise db_failure(e, "creating %s" % store.qualified_name, store, lock_timeout)
             exists = True
+    _repair_id_sequence(store, out, check_mode, module_name, audited, lock_timeout)
     if not names:
         return out
 
@@ -478,6 +507,35 @@ def run_reset(store, params, check_mode, module_name="k2.iceberg_offload.waterma
         return _reset_result(out, plans, check_mode=False)
     finally:
         release_advisory_lock(store, key)
+
+
+def _repair_id_sequence(store, out, check_mode, module_name, audited, lock_timeout):
+    """The table in working order: an id sequence behind max(id) (every INSERT would violate the primary
+    key, as after rows were restored with their ids) is advanced past it, with an audit row."""
+    conn = store.conn
+    try:
+        seq = store.id_sequence() if store.table_exists() else None
+        conn.rollback()
+    except psycopg2.Error as e:
+        rollback_quietly(conn)
+        raise db_failure(e, "reading the id sequence of %s" % store.qualified_name, store, lock_timeout)
+    if not seq or not seq["behind"]:
+        return
+    out["changed"] = True
+    out["id_sequence"] = {"sequence": seq["sequence"], "next_value_before": seq["next_value"],
+                          "next_value_after": seq["max_id"] + 1}
+    if check_mode:
+        return
+    try:
+        after = store.advance_id_sequence(seq["sequence"])
+        out["id_sequence"]["next_value_after"] = after
+        store.ensure_audit_table()
+        out["audit_ids"].append(store.audit(module_name, None, audited, {"id_sequence_next": seq["next_value"]},
+                                            {"id_sequence_next": after}, 0))
+        conn.commit()
+    except psycopg2.Error as e:
+        rollback_quietly(conn)
+        raise db_failure(e, "advancing the id sequence of %s" % store.qualified_name, store, lock_timeout)
 
 
 def _verify_scheduler_reads(store, plan):
@@ -620,7 +678,10 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
     conn = store.conn
     try:
         older = validate_cleanup(params.get("keep"), params.get("older_than"), params.get("duplicates_only"),
-                                 params.get("regressions_only"))
+                                 params.get("regressions_only"), params.get("above_pair"))
+        above = params.get("above_pair")
+        if above is not None:
+            above = make_watermark(above.get("max_timestamp"), above.get("sequence_number"))
     except WatermarkError as e:
         raise OperationError(str(e))
     audited = audit_params(params) if audited is None else audited
@@ -648,8 +709,13 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
             preds = []
             for name in names:
                 where, wparams = store.cleanup_predicate(name, params.get("keep"), older,
-                                                         params.get("duplicates_only"), params.get("regressions_only"))
+                                                         params.get("duplicates_only"), params.get("regressions_only"),
+                                                         above)
                 item = {"table_name": name}
+                if above is not None and where is None and store.latest(name) is not None:
+                    out["_warnings"].append(
+                        "%s: every entry is above %s; none was deleted (a table is never left without a "
+                        "watermark: set one with watermark_reset)" % (name, above))
                 if params.get("regressions_only"):
                     _note_latest_regression(store, name, item, out)
                 if where is None:

@@ -120,11 +120,17 @@ def plan_reset(facts, target, mode, allow_backward):
     return plan
 
 
-def validate_cleanup(keep, older_than, duplicates_only, regressions_only=False):
+def validate_cleanup(keep, older_than, duplicates_only, regressions_only=False, above_pair=None):
     """Check cleanup options; returns older_than in seconds (or None)."""
-    if keep is None and older_than in (None, "") and not duplicates_only and not regressions_only:
+    if keep is None and older_than in (None, "") and not duplicates_only and not regressions_only \
+            and above_pair is None:
         raise WatermarkError("say what to delete: keep (newest entries to keep per table), older_than "
-                             "(such as 30d), duplicates_only=true, regressions_only=true, or a combination")
+                             "(such as 30d), duplicates_only=true, regressions_only=true, above_pair, or a "
+                             "combination")
+    if above_pair is not None and (keep is not None or older_than not in (None, "") or duplicates_only
+                                   or regressions_only):
+        raise WatermarkError("above_pair deletes the entries ahead of a pair and combines with tables only, not "
+                             "with keep, older_than, duplicates_only or regressions_only")
     if keep is not None:
         if isinstance(keep, bool) or not isinstance(keep, int):
             raise WatermarkError("keep must be a whole number of entries, got %r" % (keep,))

@@ -300,7 +300,13 @@ class WatermarkStore(object):
         can_terminate = self._q(
             "SELECT rolsuper OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')"
             " FROM pg_roles WHERE rolname = current_user", fetch="one")
+        exists = self.table_exists()
+        holders = self.lock_holders(write_blocking_only=True) if exists else []
+        can_insert = self._q("SELECT has_table_privilege(current_user, %s::regclass, 'INSERT')",
+                             (self._regclass_text,), fetch="one")[0] if exists else None
         return {
+            "watermark_lock_holders": holders,
+            "can_insert": can_insert,
             "server_version": version,
             "connections": conns,
             "idle_connections_over_10_minutes": idle,
@@ -346,19 +352,33 @@ class WatermarkStore(object):
         that means wait forever."""
         self._q("SELECT set_config('lock_timeout', %s, %s)", ("%dms" % max(1, lock_timeout_ms), local), "one")
 
-    def lock_holders(self):
-        """Other sessions holding a granted lock on the watermark or audit table (who to wait for or end)."""
+    # Lock modes another session may hold that make the scheduler's INSERT (ROW EXCLUSIVE) wait.
+    WRITE_BLOCKING_MODES = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+
+    def lock_holders(self, write_blocking_only=False):
+        """Other sessions holding a granted lock on the watermark or audit table (who to wait for or end):
+        pid, mode, relation, user, application, client, state, since when, idle and transaction age in
+        seconds, last statement. ``write_blocking_only``: only modes that make an INSERT wait."""
         names = [self._regclass_text]
         if self.audit_table:
             names.append(".".join('"%s"' % p for p in self.audit_table))
         rows = self._q(
             "SELECT DISTINCT l.pid, l.mode, l.relation::regclass::text, a.application_name, a.state,"
-            " left(a.query, 200), a.xact_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " left(a.query, 200), a.xact_start, a.usename, a.client_addr::text, a.state_change,"
+            " extract(epoch FROM now() - a.state_change)::float8, extract(epoch FROM now() - a.xact_start)::float8,"
+            " cardinality(ARRAY(SELECT w.pid FROM pg_locks w WHERE NOT w.granted AND w.relation = l.relation"
+            "  AND l.pid = ANY(pg_blocking_pids(w.pid))))"
+            " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.granted AND l.pid <> pg_backend_pid()"
-            " AND l.relation IN (SELECT to_regclass(n) FROM unnest(%s::text[]) n) ORDER BY 1 LIMIT 10",
-            (names,))
+            " AND l.relation IN (SELECT to_regclass(n) FROM unnest(%s::text[]) n)"
+            " AND (NOT %s OR l.mode = ANY(%s)) ORDER BY 1 LIMIT 10",
+            (names, bool(write_blocking_only), list(self.WRITE_BLOCKING_MODES)))
         return [{"pid": r[0], "mode": r[1], "relation": r[2], "application_name": r[3], "state": r[4],
-                 "query": r[5], "xact_start": format_timestamp(r[6])} for r in rows]
+                 "query": r[5], "xact_start": format_timestamp(_naive_utc(r[6])), "user": r[7], "client_addr": r[8],
+                 "state_change": format_timestamp(_naive_utc(r[9])),
+                 "idle_seconds": round(r[10], 1) if r[10] is not None else None,
+                 "transaction_seconds": round(r[11], 1) if r[11] is not None else None,
+                 "waiting_sessions": r[12]} for r in rows]
 
     def lock_for_write(self, nowait=False):
         """Block other writers (the scheduler's INSERT waits), let readers through, until commit.
@@ -416,9 +436,21 @@ class WatermarkStore(object):
 
     # -- cleanup ----------------------------------------------------------------------------------
     def cleanup_predicate(self, table_name, keep=None, older_than_seconds=None, duplicates_only=False,
-                          regressions_only=False):
+                          regressions_only=False, above_pair=None):
         """SQL (alias ``w``) and parameters selecting the rows cleanup deletes for one table,
-        or (None, None) when nothing can be deleted. The table's latest entry never matches."""
+        or (None, None) when nothing can be deleted. The table's latest entry never matches, except
+        with ``above_pair`` (a Watermark): then every entry whose pair is greater matches, the latest
+        included, as long as one entry at or below the pair stays (else None, None)."""
+        if above_pair is not None:
+            below = self._q(pg_sql.SQL(
+                "SELECT count(*) FROM (SELECT 1 FROM {t} WHERE table_name = %s"
+                " AND (max_timestamp, sequence_number) <= (%s, %s) LIMIT 1) x").format(t=self.t),
+                (table_name, above_pair.max_timestamp, above_pair.sequence_number), "one")[0]
+            if not below:
+                return None, None
+            self.last_keep_cut = None
+            return (pg_sql.SQL("w.table_name = %s AND (w.max_timestamp, w.sequence_number) > (%s, %s)"),
+                    [table_name, above_pair.max_timestamp, above_pair.sequence_number])
         latest = self._q(pg_sql.SQL(
             "SELECT id FROM {t} WHERE table_name = %s ORDER BY created_at DESC, id DESC LIMIT 1")
             .format(t=self.t), (table_name,), "one")
@@ -601,6 +633,40 @@ class WatermarkStore(object):
              to_json(before), to_json(after), rows_affected, backup), "one")
         return row[0]
 
+    def id_sequence(self):
+        """The id column's sequence against max(id): {sequence, next_value, max_id, behind}; None when the
+        table has no serial id. ``behind``: the next nextval() is an id that exists (every INSERT then
+        violates the primary key, as after rows were restored with their ids)."""
+        row = self._q("SELECT pg_get_serial_sequence(%s, 'id')", (self._regclass_text,), "one")
+        if not row or not row[0]:
+            return None
+        seq = row[0]
+        last = self._q(pg_sql.SQL("SELECT last_value, is_called FROM {s}").format(
+            s=pg_sql.SQL(".").join(pg_sql.Identifier(p) for p in _split_regclass(seq))), fetch="one")
+        max_id = self._q(pg_sql.SQL("SELECT max(id) FROM {t}").format(t=self.t), fetch="one")[0]
+        next_value = last[0] + 1 if last[1] else last[0]
+        return {"sequence": seq, "next_value": next_value, "max_id": max_id,
+                "behind": max_id is not None and next_value <= max_id}
+
+    def advance_id_sequence(self, sequence):
+        """setval() the id sequence to max(id) (the next id is max(id) + 1); returns that next id."""
+        row = self._q(pg_sql.SQL("SELECT setval(%s, (SELECT coalesce(max(id), 0) FROM {t}) + 1, false)")
+                      .format(t=self.t), (sequence,), "one")
+        return row[0]
+
+    def recent_changes(self, seconds, limit=200):
+        """This collection's audit rows of the watermark table from the last ``seconds`` (newest first):
+        id, changed_at, module, table_name, parameters, rows_affected, backup. Empty without an audit table."""
+        if not self.audit_table or not self.relation_exists(self.audit_table):
+            return []
+        rows = self._q(pg_sql.SQL(
+            "SELECT id, changed_at, module, table_name, parameters, rows_affected, backup FROM {a}"
+            " WHERE watermark_table = %s AND changed_at > (now() AT TIME ZONE 'UTC') - make_interval(secs => %s)"
+            " ORDER BY id DESC LIMIT %s").format(a=identifier(self.audit_table)),
+            (self.qualified_name, seconds, limit))
+        return [{"id": r[0], "changed_at": format_timestamp(r[1]), "module": r[2], "table_name": r[3],
+                 "parameters": r[4], "rows_affected": r[5], "backup": r[6]} for r in rows]
+
     def audit_rows(self):
         rows = self._q(pg_sql.SQL(
             "SELECT id, changed_at, db_user, client_addr, client_host, module, watermark_table, table_name,"
@@ -609,6 +675,21 @@ class WatermarkStore(object):
         keys = ["id", "changed_at", "db_user", "client_addr", "client_host", "module", "watermark_table",
                 "table_name", "parameters", "before", "after", "rows_affected", "backup"]
         return [dict(zip(keys, r)) for r in rows]
+
+
+def _split_regclass(text):
+    """Parts of a regclass name as PostgreSQL prints it (schema.name, each part quoted when it must be)."""
+    parts, cur, quoted = [], "", False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    parts.append(cur)
+    return [p[1:-1].replace('""', '"') if p.startswith('"') else p for p in parts]
 
 
 def is_connection_error(exc):
@@ -639,15 +720,32 @@ def connection_slots(conn):
             "available_to_normal_roles": row[0] - row[1] - row[2], "can_terminate_backends": bool(row[3])}
 
 
-def idle_sessions(conn, database, older_than_seconds, users=None, states=("idle",)):
+# A session holding one of these on the watermark table makes the scheduler's INSERT wait.
+_HOLDS_WRITE_BLOCKING_LOCK = (
+    " AND pid IN (SELECT l.pid FROM pg_locks l WHERE l.granted AND l.relation = to_regclass(%s)"
+    " AND l.mode = ANY(%s))")
+
+
+def _lock_filter(locked_table):
+    if not locked_table:
+        return "", []
+    return _HOLDS_WRITE_BLOCKING_LOCK, [".".join('"%s"' % p for p in locked_table),
+                                        list(WatermarkStore.WRITE_BLOCKING_MODES)]
+
+
+def idle_sessions(conn, database, older_than_seconds, users=None, states=("idle",), locked_table=None):
     """Client sessions of ``database`` whose state (one of ``states``) has not changed for
-    ``older_than_seconds``; never this session."""
+    ``older_than_seconds``; never this session. ``locked_table`` (parsed name parts): only sessions
+    holding a lock on it that makes an INSERT wait."""
     query = ("SELECT pid, usename, application_name, client_addr::text, state, state_change,"
              " extract(epoch FROM now() - state_change)::float8, left(query, 200)"
              " FROM pg_stat_activity"
              " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND datname = %s"
              " AND state = ANY(%s) AND state_change < now() - make_interval(secs => %s)")
     params = [database, list(states), older_than_seconds]
+    lock_sql, lock_params = _lock_filter(locked_table)
+    query += lock_sql
+    params += lock_params
     if users:
         query += " AND usename = ANY(%s)"
         params.append(list(users))
@@ -660,13 +758,16 @@ def idle_sessions(conn, database, older_than_seconds, users=None, states=("idle"
              "idle_seconds": round(r[6], 1) if r[6] is not None else None, "last_query": r[7]} for r in rows]
 
 
-def terminate_sessions(conn, pids, older_than_seconds, states=("idle",)):
+def terminate_sessions(conn, pids, older_than_seconds, states=("idle",), locked_table=None):
     """pg_terminate_backend() each pid that is still in one of ``states`` since before the cut-off
-    (a session that became busy meanwhile is left alone); returns the pids terminated."""
+    (and still holds the lock, with ``locked_table``); a session that became busy meanwhile is left
+    alone; returns the pids terminated."""
     if not pids:
         return []
+    lock_sql, lock_params = _lock_filter(locked_table)
     with conn.cursor() as cur:
         cur.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND state = ANY(%s)"
-                    " AND state_change < now() - make_interval(secs => %s) AND pg_terminate_backend(pid)",
-                    (list(pids), list(states), older_than_seconds))
+                    " AND state_change < now() - make_interval(secs => %s)" + lock_sql
+                    + " AND pg_terminate_backend(pid)",
+                    [list(pids), list(states), older_than_seconds] + lock_params)
         return sorted(r[0] for r in cur.fetchall())

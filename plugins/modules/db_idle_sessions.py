@@ -56,8 +56,17 @@ options:
     description: End the sessions found. V(false) only lists them.
     type: bool
     default: false
+  holding_lock:
+    description:
+      - Only sessions holding a granted lock on O(watermark_table) in a mode that makes the scheduler's
+        C(INSERT) wait (C(SHARE) and stronger; C(LOCK TABLE) takes C(ACCESS EXCLUSIVE), which makes reads wait too),
+        as an interactive C(psql) left idle in its transaction does (runbook Diagnosis step 4, "ungranted locks").
+      - Use with O(states=[idle in transaction, idle in transaction (aborted)]); the same O(older_than) applies.
+    type: bool
+    default: false
+    version_added: 1.1.0
 notes:
-  - O(watermark_table) is not used.
+  - O(watermark_table) is used only with O(holding_lock=true).
 author:
   - K2 Platform Engineering (@k2-platform)
 """
@@ -112,7 +121,8 @@ diff:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    connect_to_db, ensure_required_libs, error_text, postgres_common_argument_spec, psycopg2)
+    TableNameError, connect_to_db, ensure_required_libs, error_text, parse_table_name, postgres_common_argument_spec,
+    psycopg2)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError, parse_duration
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import (
     connection_slots, idle_sessions, terminate_sessions)
@@ -127,13 +137,15 @@ def main():
         states=dict(type="list", elements="str", default=["idle"],
                     choices=["idle", "idle in transaction", "idle in transaction (aborted)"]),
         terminate=dict(type="bool", default=False),
+        holding_lock=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     ensure_required_libs(module)
     p = module.params
     try:
         older = parse_duration(p["older_than"], "older_than")
-    except WatermarkError as e:
+        locked_table = parse_table_name(p["watermark_table"]) if p["holding_lock"] else None
+    except (WatermarkError, TableNameError) as e:
         module.fail_json(msg=str(e))
     conn, err = connect_to_db(module, application_name="k2.iceberg_offload.db_idle_sessions")
     if err:
@@ -143,14 +155,14 @@ def main():
     try:
         database = p["session_database"] or conn.get_dsn_parameters().get("dbname")
         slots = connection_slots(conn)
-        sessions = idle_sessions(conn, database, older, p["users"], p["states"])
+        sessions = idle_sessions(conn, database, older, p["users"], p["states"], locked_table)
         terminated = []
         if p["terminate"] and sessions and not module.check_mode:
             if not slots["can_terminate_backends"]:
                 module.fail_json(msg="role %s may not end other sessions: connect as a superuser or a member of "
                                      "pg_signal_backend" % conn.get_dsn_parameters().get("user"),
                                  slots=slots, sessions=sessions)
-            terminated = terminate_sessions(conn, [s["pid"] for s in sessions], older, p["states"])
+            terminated = terminate_sessions(conn, [s["pid"] for s in sessions], older, p["states"], locked_table)
     except psycopg2.Error as e:
         module.fail_json(msg="listing or ending idle sessions failed: %s" % error_text(e))
     finally:

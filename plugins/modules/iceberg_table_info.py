@@ -50,6 +50,14 @@ options:
     description: Look for duplicates. V(false) skips that part of the scan.
     type: bool
     default: true
+  max_pair_only:
+    description:
+      - Return only RV(max_pair) (and the snapshots), read from the data files whose column bounds can hold it
+        (0.05 s on 10 million rows, docs/benchmarks.md); RV(row_count), RV(duplicates), RV(past_watermark) and
+        RV(scan) are then V(null). The diagnosis compares it with the watermark on every run.
+    type: bool
+    default: false
+    version_added: 1.1.0
   duplicate_sample_size:
     description: How many duplicated keys to return (the most repeated first), 0 to 1000.
     type: int
@@ -239,7 +247,7 @@ scan:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import (
-    IcebergError, describe_snapshot, ensure_required_libs, iceberg_argument_spec,
+    IcebergError, cold_tier_max_pair, describe_snapshot, ensure_required_libs, iceberg_argument_spec,
     latest_watermark_snapshot, open_table_from_params, pair_result, scan_table, split_identifier)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden, redact_urls
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
@@ -256,6 +264,7 @@ def main():
         sequence_column=dict(type="str", default="sequence_number"),
         key_column=dict(type="str", default="sequence_number", no_log=False),
         duplicates=dict(type="bool", default=True),
+        max_pair_only=dict(type="bool", default=False),
         duplicate_sample_size=dict(type="int", default=10),
         watermark=dict(type="dict", options=dict(
             max_timestamp=dict(type="str", required=True),
@@ -294,6 +303,13 @@ def main():
             "metadata_location": table.metadata_location,
             "format_version": table.format_version,
         }
+        if p["max_pair_only"]:
+            # The greatest pair alone, from the files whose bounds can hold it (the diagnosis' every-run check).
+            result["max_pair"] = pair_result(cold_tier_max_pair(table, p["timestamp_column"], p["sequence_column"]))
+            result.update(row_count=None, min_timestamp=None, duplicates=None, past_watermark=None, scan=None)
+            result["latest_snapshot"] = describe_snapshot(table.current_snapshot())
+            result["latest_watermark_snapshot"] = describe_snapshot(latest_watermark_snapshot(table))
+            module.exit_json(**result)
         scanned = scan_table(table, p["timestamp_column"], p["sequence_column"], p["key_column"],
                              watermark=watermark, duplicates=p["duplicates"],
                              sample_size=p["duplicate_sample_size"])

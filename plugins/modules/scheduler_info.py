@@ -20,7 +20,15 @@ description:
     C(Offload completed: N rows), how many completions in a row were 0 rows (runbook Scenario 5), the last
     failure with the error that caused it, and the last error lines by kind: C(too_many_clients),
     C(unknown_host), C(connection_refused), C(connection_timeout), C(authentication), C(missing_relation),
-    C(no_watermark), C(clickhouse), C(watermark), C(error)."
+    C(no_watermark), C(clickhouse), C(permission_denied), C(constraint_violation), C(disk_full), C(read_only)
+    (the last four: the watermark INSERT refused after the Iceberg append), C(job_timeout), C(watermark),
+    C(error)."
+  - "A crash loop (runbook Diagnosis step 3, Scenario 1 'fails to start'): a unit that systemd is restarting
+    (C(activating (auto-restart))), or that started again less than a minute ago after automatic restarts, is
+    read a second time two restart intervals later (at most O(crash_watch_seconds)); a climbing C(NRestarts)
+    or C(auto-restart) in either read is RV(unit.crash_loop), with the evidence. Such a unit is never
+    RV(unit.running). The unit's last journal lines are returned when it is not running or crash-loops (a
+    process that dies before it opens its log leaves its traceback only there)."
   - Reads only the last O(tail_bytes) of the log (and of its rotated predecessor C(<log>.1) when the log is
     shorter), so time and memory stay bounded on a log of any size.
   - A missing, rotated or unreadable log, or a host without systemd, is reported, never a failure.
@@ -52,6 +60,18 @@ options:
     description: How many of the last error lines to return.
     type: int
     default: 10
+  crash_watch_seconds:
+    description:
+      - The longest second look at a unit that may be crash-looping (0 to 120; 0 never looks twice).
+      - Only a unit that systemd is restarting, or that restarted within the last minute, costs this wait.
+    type: float
+    default: 12
+    version_added: 1.1.0
+  journal_lines:
+    description: How many of the unit's last journal lines to return when it is not running (0 to 1000).
+    type: int
+    default: 15
+    version_added: 1.1.0
 """
 
 EXAMPLES = r"""
@@ -107,8 +127,26 @@ unit:
       description: Whether systemd knows the unit.
       type: bool
     active:
-      description: Active, reloading or activating.
+      description: Active, reloading or activating (a unit between two crashes is activating; see RV(unit.running)).
       type: bool
+    running:
+      description: C(ActiveState=active) and C(SubState=running), and not crash-looping.
+      type: bool
+      version_added: 1.1.0
+    crash_loop:
+      description: The unit keeps failing and systemd keeps restarting it (see the description).
+      type: bool
+      version_added: 1.1.0
+    crash_loop_evidence:
+      description: C(restarts), C(restarts_during_look), C(seconds_watched), C(result), C(exit_code),
+        C(exit_status), C(exit_signal), C(last_exit_at), C(restart_seconds); V(null) without a crash loop.
+      type: dict
+      version_added: 1.1.0
+    journal:
+      description: The unit's last journal lines when it is not running or crash-loops, else empty.
+      type: list
+      elements: str
+      version_added: 1.1.0
     active_state:
       description: C(ActiveState).
       type: str
@@ -188,8 +226,10 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+import time
+
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import (
-    UNIT_PROPERTIES, parse_log, parse_systemctl_show, read_tail)
+    UNIT_PROPERTIES, crash_loop, parse_log, parse_systemctl_show, read_tail, recently_started)
 
 
 def unit_facts(module, unit):
@@ -207,12 +247,51 @@ def unit_facts(module, unit):
     return facts, None
 
 
+def watch_for_crash_loop(module, unit_name, unit, max_seconds):
+    """A unit that systemd is restarting, or that started again a moment ago, is read a second time
+    (two restart intervals later, at most ``max_seconds``): a climbing restart counter is a crash loop."""
+    unit["crash_loop"] = False
+    unit["crash_loop_evidence"] = None
+    if not unit.get("exists") or max_seconds <= 0:
+        return unit
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    if not recently_started(unit, now):
+        return unit
+    wait = min(max_seconds, 2 * (unit.get("restart_seconds") or 1) + 1)
+    started = time.monotonic()
+    time.sleep(wait)
+    second, err = unit_facts(module, unit_name)
+    if err or second is None:
+        return unit
+    looping, evidence = crash_loop(unit, second, time.monotonic() - started)
+    second["crash_loop"] = looping
+    second["crash_loop_evidence"] = evidence
+    return second
+
+
+def journal_tail(module, unit_name, lines):
+    """The unit's last journal lines (a crash before the scheduler opens its log is only there)."""
+    journalctl = module.get_bin_path("journalctl")
+    if not journalctl or lines <= 0:
+        return []
+    rc, out, err = module.run_command([journalctl, "-u", unit_name, "-n", str(lines), "--no-pager",
+                                       "-o", "short-iso", "--quiet"])
+    if rc != 0:
+        return []
+    return [line[:500] for line in out.splitlines() if line.strip()][-lines:]
+
+
 def findings_for(unit, unit_error, log, unit_name):
     out = []
     if unit_error:
         out.append(unit_error)
     elif not unit["exists"]:
         out.append("systemd does not know %s on this host (runbook Scenario 1)" % unit_name)
+    elif unit.get("crash_loop"):
+        ev = unit.get("crash_loop_evidence") or {}
+        out.append("%s keeps failing and systemd keeps restarting it: %s restarts, last exit %s %s (runbook "
+                   "Scenario 1, 'fails to start')" % (unit_name, ev.get("restarts"), ev.get("exit_code"),
+                                                      ev.get("exit_signal") or ev.get("exit_status")))
     elif not unit["active"]:
         exit_text = ""
         if unit.get("last_exit") and unit["last_exit"].get("code"):
@@ -247,6 +326,8 @@ def main():
             tables=dict(type="list", elements="str", default=[]),
             tail_bytes=dict(type="int", default=1048576),
             max_errors=dict(type="int", default=10),
+            crash_watch_seconds=dict(type="float", default=12),
+            journal_lines=dict(type="int", default=15),
         ),
         supports_check_mode=True,
     )
@@ -257,7 +338,18 @@ def main():
         module.fail_json(msg="max_errors must be between 0 and 1000, got %d" % p["max_errors"])
     unit_name = p["unit"] if "." in p["unit"] else p["unit"] + ".service"
 
+    if not 0 <= p["crash_watch_seconds"] <= 120:
+        module.fail_json(msg="crash_watch_seconds must be between 0 and 120, got %s" % p["crash_watch_seconds"])
+    if not 0 <= p["journal_lines"] <= 1000:
+        module.fail_json(msg="journal_lines must be between 0 and 1000, got %d" % p["journal_lines"])
     unit, unit_error = unit_facts(module, unit_name)
+    if unit is not None:
+        unit = watch_for_crash_loop(module, unit_name, unit, p["crash_watch_seconds"])
+        unit["running"] = bool(unit.get("running")) and not unit["crash_loop"]
+        unit["journal"] = []
+        if unit.get("exists") and (unit.get("crash_loop") or not unit.get("running")
+                                   or unit.get("result") not in (None, "success")):
+            unit["journal"] = journal_tail(module, unit_name, p["journal_lines"])
     lines, file_info = read_tail(p["log_path"], p["tail_bytes"])
     log = parse_log(lines, tables=p["tables"] or None, max_errors=p["max_errors"])
     log["file"] = file_info

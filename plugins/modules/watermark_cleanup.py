@@ -17,8 +17,8 @@ description:
     keeps 50) and/or deletes entries older than O(older_than), and can restrict the deletion to exact duplicates
     (O(duplicates_only)) or to entries that regressed (O(regressions_only)). An entry is deleted only when every
     rule given selects it.
-  - Never deletes a table's latest entry. Ties are safe; rows written in one transaction share C(created_at),
-    so entries are ordered by C(created_at) then C(id).
+  - Never deletes a table's latest entry (except with O(above_pair)). Ties are safe; rows written in one
+    transaction share C(created_at), so entries are ordered by C(created_at) then C(id).
   - One transaction per run, holding the deletion, the backup (O(backup)) and one audit row per table; a failure
     or a server crash leaves the table as it was.
   - Check mode returns the number of entries each table would lose; a second run deletes nothing and reports
@@ -76,6 +76,28 @@ options:
       - Combines with O(tables), O(keep), O(older_than) and O(duplicates_only) (every rule must select an entry).
     type: bool
     default: false
+  above_pair:
+    description:
+      - Delete the entries whose pair, compared as a pair, is greater than this one, the latest entry included:
+        entries that claim rows the cold tier does not hold (the greatest pair it holds is
+        M(k2.iceberg_offload.iceberg_table_info)'s RV(k2.iceberg_offload.iceberg_table_info#module:max_pair)).
+        The scheduler then resumes from the newest entry at or below it, and the rows in between are offloaded
+        instead of skipped (runbook Scenario 4, inconsistent watermarks; a watermark is never moved backward by
+        writing a lower entry, which would read as a regression).
+      - A table whose every entry is above the pair is left as it is, with a warning (a table is never left
+        without a watermark).
+      - Combines with O(tables) only. Stop the scheduler first (the playbooks do).
+    type: dict
+    suboptions:
+      max_timestamp:
+        description: ISO 8601, UTC unless it carries an offset.
+        type: str
+        required: true
+      sequence_number:
+        description: The sequence number of the pair.
+        type: int
+        required: true
+    version_added: 1.1.0
   method:
     description:
       - How the rows go.
@@ -247,6 +269,10 @@ def main():
         older_than=dict(type="str"),
         duplicates_only=dict(type="bool", default=False),
         regressions_only=dict(type="bool", default=False),
+        above_pair=dict(type="dict", options=dict(
+            max_timestamp=dict(type="str", required=True),
+            sequence_number=dict(type="int", required=True),
+        )),
         method=dict(type="str", choices=["auto", "delete", "rewrite"], default="auto"),
     )
     module = harden(AnsibleModule(

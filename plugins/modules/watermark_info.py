@@ -76,7 +76,39 @@ options:
         more than 10 means possible duplicate writes).
     type: int
     default: 10
-  health:
+  locked:
+  description: The watermark table could not be read within O(lock_timeout) because another session holds a lock
+    on it (see RV(lock_holders)); RV(tables) is then empty.
+  returned: when the table was locked
+  type: bool
+  version_added: 1.1.0
+lock_holders:
+  description: The sessions holding a lock on the watermark table when RV(locked) (same keys as
+    RV(health.watermark_lock_holders)).
+  returned: when the table was locked
+  type: list
+  elements: dict
+  version_added: 1.1.0
+id_sequence:
+  description: The id column's sequence (C(sequence), C(next_value), C(max_id), C(behind)); C(behind) means the next
+    id exists already and every C(INSERT) violates the primary key. V(null) without a serial C(id).
+  returned: when the table exists and could be read
+  type: dict
+  sample: {sequence: public.offload_watermarks_id_seq, next_value: 1, max_id: 4242, behind: true}
+  version_added: 1.1.0
+recent_changes:
+  description: This collection's audit rows of the watermark table within O(recent_changes), newest first (C(id),
+    C(changed_at), C(module), C(table_name), C(parameters), C(rows_affected), C(backup)).
+  returned: when O(recent_changes) is set and the table could be read
+  type: list
+  elements: dict
+  version_added: 1.1.0
+recent_changes_window:
+  description: O(recent_changes) as given.
+  returned: when O(recent_changes) is set and the table could be read
+  type: str
+  version_added: 1.1.0
+health:
     description:
       - Also report PostgreSQL health (version, connections, idle connections older than 10 minutes,
         ungranted locks and who blocks them, whether this role may terminate backends).
@@ -94,6 +126,23 @@ options:
         rows it takes about as long as the rest of the module many times over.
     type: bool
     default: false
+  audit_table:
+    description: The audit table the changing modules write (read for RV(recent_changes)).
+    type: str
+    default: offload_watermark_audit
+    version_added: 1.1.0
+  recent_changes:
+    description:
+      - Return this collection's audit rows of the watermark table from this long ago (a duration such as
+        C(7d)); an empty string returns none. The diagnosis reads them to tell whether corruption recurs
+        (runbook Escalation).
+    type: str
+    default: 7d
+    version_added: 1.1.0
+notes:
+  - "A session holding a lock that makes even a read wait (C(LOCK TABLE), C(ALTER TABLE)) is not a failure: after
+    O(lock_timeout) the module returns RV(locked=true) with the sessions holding it (RV(lock_holders)), the
+    health of the server, and no table entries (runbook Diagnosis step 4)."
 author:
   - K2 Platform Engineering (@k2-platform)
 seealso:
@@ -296,6 +345,20 @@ health:
       description: Idle sessions whose state has not changed for 10 minutes (runbook Issue 2b).
       type: int
       sample: 0
+    can_insert:
+      description: Whether the role this module connected as may C(INSERT) into the watermark table (the scheduler
+        writes as that role in the runbook; a revoked privilege stops every watermark write). V(null) when the
+        table does not exist.
+      type: bool
+      version_added: 1.1.0
+    watermark_lock_holders:
+      description: Other sessions holding a lock on the watermark table in a mode that makes the scheduler's
+        C(INSERT) wait (C(pid), C(mode), C(relation), C(user), C(application_name), C(client_addr), C(state),
+        C(state_change), C(idle_seconds), C(transaction_seconds), C(xact_start), C(query) (the last statement),
+        C(waiting_sessions)).
+      type: list
+      elements: dict
+      version_added: 1.1.0
     ungranted_locks:
       description: Lock requests not granted, with the blocking session and its query.
       type: list
@@ -338,6 +401,8 @@ def main():
         count_entries=dict(type="bool", default=True),
         exact_counts=dict(type="bool", default=False),
         max_window_entries=dict(type="int"),
+        audit_table=dict(type="str", default="offload_watermark_audit"),
+        recent_changes=dict(type="str", default="7d"),
     )
     argument_spec.update(lock_timeout_argument_spec())
     module = harden(AnsibleModule(argument_spec=argument_spec, supports_check_mode=True))
@@ -349,7 +414,7 @@ def main():
     if module.params["max_window_entries"] is not None and module.params["max_window_entries"] < 1:
         module.fail_json(msg="max_window_entries must be at least 1, got %d" % module.params["max_window_entries"])
 
-    conn, store = open_store(module, application_name="k2.iceberg_offload.watermark_info")
+    conn, store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_info")
     try:
         conn.set_session(readonly=True)
         result = collect_info(store, module.params)

@@ -63,6 +63,9 @@ options:
   state:
     description:
       - V(present) ensures the watermark table and index exist (and sets watermarks when O(tables) is given).
+      - It also keeps the table in working order - an C(id) sequence behind C(max(id)) (every C(INSERT) then
+        violates the primary key, as after rows were restored with their ids; runbook Scenario 4, constraint
+        violations) is advanced past it, with an audit row (RV(id_sequence); since 1.1.0).
     type: str
     choices: [present]
     default: present
@@ -265,6 +268,12 @@ created_index:
   returned: always
   type: bool
   sample: false
+id_sequence:
+  description: The id sequence advanced past C(max(id)) (C(sequence), C(next_value_before), C(next_value_after)).
+  returned: when it was (or in check mode would be) advanced
+  type: dict
+  sample: {sequence: public.offload_watermarks_id_seq, next_value_before: 1, next_value_after: 4243}
+  version_added: 1.1.0
 index_name:
   description: The C((table_name, created_at DESC)) index of the watermark table (null in check mode when it would
     be created).

@@ -35,13 +35,23 @@ def main():
         log("CYCLE %d START" % cycle)
         failed = 0
         for t in cfg["tables"]:
-            proc = subprocess.run(
-                [sys.executable, os.path.join(HERE, "offload_generic.py"),
-                 "--source-table", t, "--target-table", "cold." + t,
-                 "--timestamp-col", "exchange_timestamp", "--sequence-col", "sequence_number",
-                 "--layer", "bronze"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=max(60, cfg["cycle_seconds"] * 4),
-                env=dict(os.environ, K2_SCHEDULER_PID=str(os.getpid())))
+            timeout = max(60, cfg["cycle_seconds"] * 4)
+            try:
+                proc = subprocess.run(
+                    [sys.executable, os.path.join(HERE, "offload_generic.py"),
+                     "--source-table", t, "--target-table", "cold." + t,
+                     "--timestamp-col", "exchange_timestamp", "--sequence-col", "sequence_number",
+                     "--layer", "bronze"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+                    env=dict(os.environ, K2_SCHEDULER_PID=str(os.getpid())))
+            except subprocess.TimeoutExpired as exc:
+                for line in (exc.output or b"").decode(errors="replace").splitlines():
+                    logf.write(line + "\n")
+                failed += 1
+                log("ERROR offload of %s did not finish within %d s (killed; waiting on a lock or a server?)"
+                    % (t, timeout))
+                log("CYCLE %d table=%s FAILED rc=-9" % (cycle, t))
+                continue
             for line in proc.stdout.decode(errors="replace").splitlines():
                 logf.write(line + "\n")
             if proc.returncode != 0:
