@@ -50,7 +50,7 @@ import datetime
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.facts import (
     age_text, fmt_pair, latest_pairs, ok, pair_key, why_missing)
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import WATERMARK_WRITE_KINDS
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import WATERMARK_WRITE_KINDS, journal_errors
 
 # The runbook's five scenarios. ``steps`` is what the recovery does, in the runbook's words where it can;
 # {names} are filled from the settings (scenario_steps()).
@@ -494,7 +494,7 @@ class _Diagnosis(object):
                           "k2_scheduler inventory group and k2_scheduler_unit)" % unit.get("name"))
         elif unit.get("crash_loop"):
             ev = unit.get("crash_loop_evidence") or {}
-            journal = _journal_errors(unit.get("journal") or [])
+            journal = unit.get("journal_errors") or journal_errors(unit.get("journal") or [])
             self.add("scheduler-crashloop", "%s keeps failing: %s automatic restart(s), %s during a %s s look; last "
                      "exit %s %s at %s (result %s)%s" % (
                          unit.get("name"), ev.get("restarts"), ev.get("restarts_during_look"),
@@ -702,17 +702,6 @@ def _rows_between(after_low, after_high):
     if a.get("rows") is None or b.get("rows") is None:
         return None
     return abs(int(a["rows"]) - int(b["rows"]))
-
-
-def _journal_errors(lines):
-    """The journal lines that say why a unit died (the exception, the exit), without systemd's chatter."""
-    keep = []
-    for line in lines:
-        text = line.split(": ", 1)[-1] if ": " in line else line
-        if ("Error" in text or "error" in text or "Exception" in text or "Main process exited" in text
-                or "FATAL" in text) and "cgroup" not in text:
-            keep.append(text.strip()[:300])
-    return keep[-5:]
 
 
 def classify(facts):

@@ -146,11 +146,9 @@ def outcome(run):
         cont = _command(settings, "recover", execute=True)
     elif result == "nothing-to-do":
         cont = None
-    elif stop and not _changes(run.get("actions")) and not stopped_by_us:
-        cont = "fix what the escalation names, then %s" % _command(settings, "diagnose")
-    elif stopped_by_us:
-        cont = "fix what the escalation names, then %s (it repairs what is left and starts the scheduler)" \
-            % _command(settings, "recover", execute=True)
+    elif stop or stopped_by_us:
+        cont = "fix what the escalation names, then %s (it repairs what is left%s)" % (
+            _command(settings, "recover", execute=True), " and starts the scheduler" if stopped_by_us else "")
     else:
         cont = "%s (more cycles of verification) or %s" % (_command(settings, "post_incident"),
                                                            _command(settings, "diagnose"))

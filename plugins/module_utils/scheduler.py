@@ -126,6 +126,19 @@ def crash_loop(first, second, seconds_between):
                   "last_exit_at": ex.get("at"), "restart_seconds": second.get("restart_seconds")}
 
 
+def journal_errors(lines, keep=5):
+    """The journal lines that say why a unit died (the exception, the exit status), without systemd's
+    chatter (starting, stopping, cgroup notices), the host and process prefix dropped."""
+    out = []
+    for line in lines or []:
+        text = line.split("]: ", 1)[1] if "]: " in line else line
+        if "cgroup" in text:
+            continue
+        if re.search(r"Error|Exception|Traceback|FATAL|PANIC|Main process exited|Failed with result", text):
+            out.append(text.strip()[:300])
+    return out[-keep:]
+
+
 def recently_started(unit, now):
     """The unit is auto-restarting, or it (re)started within RECENT_START_SECONDS of ``now`` after a restart."""
     if not unit or not unit.get("exists"):

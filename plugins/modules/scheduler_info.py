@@ -25,7 +25,7 @@ description:
     C(error)."
   - "A crash loop (runbook Diagnosis step 3, Scenario 1 'fails to start'): a unit that systemd is restarting
     (C(activating (auto-restart))), or that started again less than a minute ago after automatic restarts, is
-    read a second time two restart intervals later (at most O(crash_watch_seconds)); a climbing C(NRestarts)
+    read a second time one restart interval (and two seconds) later (at most O(crash_watch_seconds)); a climbing C(NRestarts)
     or C(auto-restart) in either read is RV(unit.crash_loop), with the evidence. Such a unit is never
     RV(unit.running). The unit's last journal lines are returned when it is not running or crash-loops (a
     process that dies before it opens its log leaves its traceback only there)."
@@ -147,6 +147,11 @@ unit:
       type: list
       elements: str
       version_added: 1.1.0
+    journal_errors:
+      description: Of RV(unit.journal), the lines that say why the process died (the exception, the exit status).
+      type: list
+      elements: str
+      version_added: 1.1.0
     active_state:
       description: C(ActiveState).
       type: str
@@ -229,7 +234,7 @@ from ansible.module_utils.basic import AnsibleModule
 import time
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import (
-    UNIT_PROPERTIES, crash_loop, parse_log, parse_systemctl_show, read_tail, recently_started)
+    UNIT_PROPERTIES, crash_loop, journal_errors, parse_log, parse_systemctl_show, read_tail, recently_started)
 
 
 def unit_facts(module, unit):
@@ -257,7 +262,7 @@ def watch_for_crash_loop(module, unit_name, unit, max_seconds):
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     if not recently_started(unit, now):
         return unit
-    wait = min(max_seconds, 2 * (unit.get("restart_seconds") or 1) + 1)
+    wait = min(max_seconds, (unit.get("restart_seconds") or 1) + 2)
     started = time.monotonic()
     time.sleep(wait)
     second, err = unit_facts(module, unit_name)
@@ -350,6 +355,7 @@ def main():
         if unit.get("exists") and (unit.get("crash_loop") or not unit.get("running")
                                    or unit.get("result") not in (None, "success")):
             unit["journal"] = journal_tail(module, unit_name, p["journal_lines"])
+        unit["journal_errors"] = journal_errors(unit["journal"])
     lines, file_info = read_tail(p["log_path"], p["tail_bytes"])
     log = parse_log(lines, tables=p["tables"] or None, max_errors=p["max_errors"])
     log["file"] = file_info
