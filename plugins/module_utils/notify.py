@@ -595,6 +595,9 @@ def explain(error, channel, timeout):
     if isinstance(error, smtplib.SMTPNotSupportedError):
         return "%s: %s" % (where, _one_line(error, 200) or "the server does not support what was asked")
     if isinstance(error, smtplib.SMTPServerDisconnected):
+        if isinstance(error.__context__, (socket.timeout, TimeoutError)):
+            # smtplib turns a timeout waiting for a reply into "Connection unexpectedly closed"
+            return explain(error.__context__, channel, timeout)
         return "%s closed the connection: %s" % (where, _one_line(error, 200) or "no reason given")
     if isinstance(error, smtplib.SMTPException):
         return "%s: SMTP error: %s" % (where, _one_line(error, 200))

@@ -254,8 +254,10 @@ sent:
   returned: always
   type: int
   sample: 1
-failed:
-  description: Channels that did not (0 when nothing was sent).
+undelivered:
+  description:
+    - Channels that did not (0 when nothing was sent).
+    - Not named C(failed), which Ansible reads as the task's own failure.
   returned: always
   type: int
   sample: 1
@@ -329,19 +331,19 @@ def main():
         results = [notify.not_sent(c, why) for c in channels]
         lines = [notify.status_line(r) for r in results]
         module.exit_json(changed=bool(channels) and not p["validate_only"], results=results, lines=lines,
-                         sent=0, failed=0,
+                         sent=0, undelivered=0,
                          msg="%d channel%s valid; nothing sent (%s)" % (
                              len(channels), "" if len(channels) == 1 else "s", why))
 
     results = [notify.send(c, message, p["timeout"]) for c in channels]
     sent = sum(1 for r in results if r["ok"])
-    failed = len(results) - sent
+    undelivered = len(results) - sent
     missed = [r["name"] for r in results if not r["ok"]]
     msg = "%d of %d channel%s delivered" % (sent, len(results), "" if len(results) == 1 else "s")
     if missed:
         msg += "; NOT delivered: %s" % ", ".join(missed)
     module.exit_json(changed=sent > 0, results=results, lines=[notify.status_line(r) for r in results],
-                     sent=sent, failed=failed, msg=msg)
+                     sent=sent, undelivered=undelivered, msg=msg)
 
 
 if __name__ == "__main__":
