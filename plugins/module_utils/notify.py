@@ -579,7 +579,7 @@ def explain(error, channel, timeout):
     if isinstance(error, socket.gaierror):
         return "%s: the host name does not resolve (%s)" % (where, error.strerror or error)
     if isinstance(error, ssl.SSLCertVerificationError):
-        return "%s: its TLS certificate is not trusted (%s)" % (where, _one_line(error.verify_message or error, 200))
+        return "%s: its TLS certificate is not trusted (%s)" % (where, _one_line(getattr(error, "verify_message", None) or error, 200))
     if isinstance(error, ssl.SSLError):
         return "%s: TLS failed (%s)" % (where, _one_line(error, 200))
     if isinstance(error, smtplib.SMTPAuthenticationError):
@@ -621,7 +621,10 @@ def send(channel, message, timeout=10):
             result["error"] = _send_webhook(channel, message, timeout)
         result["ok"], result["status"] = True, "delivered"
     except Exception as e:  # pylint: disable=broad-except  # a channel that fails is a result, not a failure
-        result["error"] = explain(e, channel, timeout)
+        try:
+            result["error"] = explain(e, channel, timeout)
+        except Exception:  # pylint: disable=broad-except  # an error that cannot be put in words still is one
+            result["error"] = "%s: %s" % (result["target"], type(e).__name__)
     result["seconds"] = round(time.time() - start, 3)
     if result["error"]:
         result["error"] = scrub(result["error"], secrets_of(channel))
