@@ -36,7 +36,7 @@ attributes:
   check_mode:
     support: full
     details:
-      - Checks the channels and sends nothing; RV(changed) says whether something would have been sent.
+      - Checks the channels and sends nothing; C(changed) says whether something would have been sent.
   diff_mode:
     support: none
 options:
