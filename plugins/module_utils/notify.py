@@ -135,8 +135,8 @@ def _url_problems(url):
     out = []
     if parts.scheme.lower() not in ("http", "https"):
         scheme = parts.scheme if re.match(r"\A[A-Za-z][A-Za-z0-9+.-]{0,15}\Z", parts.scheme or "") else "?"
-        out.append("url must start with http:// or https://, not %s" % ("%s://" % scheme if parts.scheme else
-                                                                          "without a scheme"))
+        out.append("url must start with http:// or https://, not %s"
+                   % ("%s://" % scheme if parts.scheme else "without a scheme"))
     elif not parts.hostname:
         out.append("url has no host")
     if parts.username is not None or parts.password is not None:

@@ -265,4 +265,3 @@ def test_configure_applies_every_object_before_what_names_it():
         "controller_workflows")
     notifications = tasks[order.index("controller_notifications")]
     assert notifications["no_log"] is True   # the items hold the vault's secrets
-
