@@ -311,3 +311,25 @@ def test_the_role_reports_each_channel_and_no_secret_reaches_the_output_at_vvv(s
     assert hook.requests[0]["json"]["report"]["url"] == MESSAGE["report_url"]
     assert [p.get_filename() for p in smtp.messages[0]["message"].iter_attachments()] == [
         os.path.basename(reports["json"]), os.path.basename(reports["md"])]
+
+
+@pytest.mark.parametrize("channels,message", [
+    ([{"type": "pager", "url": "https://x.k2.test/h"}], "value of type must be one of: email, webhook"),
+    ([{"type": "webhook", "url": "https://x.k2.test/h", "bearer": "x"}], "bearer"),
+    ([{"type": "email", "smtp_host": "h", "from": "a@k2.test", "to": "b@k2.test", "validate_certs": "maybe"}],
+     "validate_certs"),
+], ids=["type", "unknown-key", "bool"])
+def test_the_role_refuses_malformed_channels_before_any_task(tmp_path, channels, message):
+    """meta/argument_specs.yml: k2_notify_channels is checked when the role's main entry point starts."""
+    playbook = tmp_path / "main.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False,
+                                         "roles": [{"role": "k2.iceberg_offload.watermark_recovery"}]}]))
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text(json.dumps({"k2_notify_channels": channels}))
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, "--check", "-i", "localhost,", "-c", "local", str(playbook),
+                           "-e", "@" + str(vars_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=300, check=False, env=ansible_env({"ANSIBLE_STDOUT_CALLBACK": "default",
+                                                                     "ANSIBLE_NOCOLOR": "1"}))
+    out = proc.stdout.decode("utf-8", "replace")
+    assert proc.returncode != 0 and "k2_notify_channels" in out and message in out, out[-4000:]
+    assert '"argument_spec_name": "main"' in out and "Preflight" not in out, out[-4000:]
