@@ -165,7 +165,7 @@ def validate(channels):
 def _channel_problems(channel):
     out = []
     kind = channel.get("type")
-    own = {"email": EMAIL_KEYS, "webhook": WEBHOOK_KEYS}.get(kind)
+    own = {"email": EMAIL_KEYS, "webhook": WEBHOOK_KEYS}.get(kind) if isinstance(kind, str) else None
     if kind is None:
         out.append("type is missing (email or webhook)")
     elif own is None:

@@ -184,13 +184,14 @@ def test_json_and_slack_webhooks_arrive_with_their_bodies_and_the_bearer_token(h
 
 
 def test_channels_that_do_not_answer_are_results_not_failures(smtp, hook):
-    """Refused, hung, HTTP 500 (echoing the URL it was asked), HTTP 404: each is ok=false with a
-    readable error; the module does not fail and the channel that answers still gets it."""
+    """Refused, hung, HTTP 500 (echoing the URL it was asked), HTTP 404, a redirect: each is ok=false
+    with a readable error; the module does not fail and the channel that answers still gets it."""
     def echo(request):
         return ("no handler for %s (token %s)" % (request["path"], request["headers"].get("authorization"))).encode()
 
     with SilentReceiver() as silent, HTTPReceiver(status=500, answer=echo) as broken, \
-            HTTPReceiver(status=404, answer=lambda request: b"no_service") as gone:
+            HTTPReceiver(status=404, answer=lambda request: b"no_service") as gone, \
+            HTTPReceiver(status=307, location="/elsewhere") as moved:
         refused = closed_port()
         channels = [
             webhook_channel(hook, name="good"),
@@ -200,12 +201,13 @@ def test_channels_that_do_not_answer_are_results_not_failures(smtp, hook):
             dict(webhook_channel(hook, name="hung hook"), url="http://127.0.0.1:%d%s" % (silent.port, HOOK_PATH)),
             email_channel(smtp, name="hung mail", smtp_port=silent.port),
             email_channel(smtp, name="refused mail", smtp_port=refused),
+            webhook_channel(moved, name="moved"),
         ]
         start = time.time()
         result = notify(channels, timeout=2)
         took = time.time() - start
     assert not result["failed"], result
-    assert result["sent"] == 1 and result["undelivered"] == 6 and result["changed"], result
+    assert result["sent"] == 1 and result["undelivered"] == 7 and result["changed"], result
     by_name = dict((r["name"], r) for r in result["results"])
     assert by_name["good"]["ok"] and len(hook.requests) == 1
     errors = dict((name, r["error"]) for name, r in by_name.items() if name != "good")
@@ -217,9 +219,13 @@ def test_channels_that_do_not_answer_are_results_not_failures(smtp, hook):
     assert errors["hung hook"] == "http://127.0.0.1:%d did not answer within 2 s (timeout)" % silent.port
     assert errors["hung mail"] == "127.0.0.1:%d did not answer within 2 s (timeout)" % silent.port
     assert errors["refused mail"] == "127.0.0.1:%d refused the connection (nothing listens there?)" % refused
+    # a redirect is not followed: the token would go along to wherever it points
+    assert errors["moved"].startswith("%s answered HTTP 307" % moved.base_url) and "not followed" in errors["moved"]
+    assert [r["path"] for r in moved.requests] == [HOOK_PATH]
     assert by_name["hung hook"]["seconds"] < 5 and by_name["hung mail"]["seconds"] < 5
     assert took < 60, took
-    assert "1 of 7 channels delivered; NOT delivered: http 500, slack gone, refused, hung hook" in result["msg"]
+    assert result["msg"] == ("1 of 8 channels delivered; NOT delivered: http 500, slack gone, refused, hung hook, "
+                             "hung mail, refused mail, moved")
     assert [line for line in result["lines"] if "NOT delivered" in line][0].startswith(
         "http 500 (webhook %s): NOT delivered: " % broken.base_url)
     assert smtp.messages == []

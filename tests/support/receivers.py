@@ -8,7 +8,8 @@
   and records it, and keeps every message parsed (``messages``).
 - ``HTTPReceiver``: http.server in a thread, on a port the kernel picks; records every request
   (``requests``: method, path, headers, body) and answers ``status`` (200 by default) with
-  ``answer`` (a function of the request, for a server that echoes what it got).
+  ``answer`` (a function of the request, for a server that echoes what it got), and a
+  ``Location`` header when given one (a redirect).
 - ``SilentReceiver``: a listening socket that never accepts: the TCP handshake completes (the
   kernel does it) and nothing ever answers, as a hung server.
 - ``closed_port()``: a port nothing listens on (connection refused).
@@ -140,8 +141,9 @@ class HTTPReceiver(object):
     """An HTTP server on 127.0.0.1 that records requests. ``requests``: [{"method", "path", "headers"
     (dict, names lower-case), "body" (bytes), "json" (parsed body or None)}]."""
 
-    def __init__(self, status=200, answer=None, tls_cert=None):
+    def __init__(self, status=200, answer=None, tls_cert=None, location=None):
         self.status = status
+        self.location = location
         self.answer = answer or (lambda request: b"ok")
         self.tls_cert = tls_cert
         self.requests = []
@@ -168,6 +170,8 @@ class HTTPReceiver(object):
                 receiver.requests.append(request)
                 out = receiver.answer(request)
                 self.send_response(receiver.status)
+                if receiver.location:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()

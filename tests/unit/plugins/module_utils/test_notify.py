@@ -60,6 +60,7 @@ def test_unset_options_of_the_other_type_are_fine_as_ansible_passes_them():
 MALFORMED = [
     ({"type": "sms", "name": "pager"}, "channels[0] (pager): type 'sms' is not one of email, webhook"),
     ({"name": "untyped", "url": SLACK_URL}, "channels[0] (untyped): type is missing"),
+    ({"type": ["email"]}, "channels[0]: type ['email'] is not one of email, webhook"),
     (dict(HOOK, url="ftp://hooks.k2.test/" + PATH_SECRET), "channels[0] (slack): url must start with http:// or https://"),
     (dict(HOOK, url="hooks.k2.test/" + PATH_SECRET), "url must start with http:// or https://, not without a scheme"),
     (dict(HOOK, url="https:///services/" + PATH_SECRET), "channels[0] (slack): url has no host"),
