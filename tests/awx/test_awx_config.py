@@ -4,8 +4,10 @@
 """extensions/awx/controller_config.yml is what awx.awx (and infra.aap_configuration) reads:
 every item passes the argument spec of its awx.awx module; the credential type injects what the
 playbooks read and AWX hides its secrets; surveys ask for no secret and default to the plan;
-the workflow is diagnose -> approval -> recover -> post-incident. No AWX server, no lab."""
+the workflow is diagnose -> approval -> recover -> post-incident; the notification templates are what
+AWX's notification backends take, with their secrets from the vault. No AWX server, no lab."""
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -29,6 +31,7 @@ MODULES = {
     "controller_credentials": "credential",
     "controller_execution_environments": "execution_environment",
     "controller_projects": "project",
+    "controller_notifications": "notification_template",
     "controller_templates": "job_template",
     "controller_workflows": "workflow_job_template",
 }
@@ -167,3 +170,98 @@ def test_project_requirements_name_every_collection_the_playbooks_use():
             and u in ("community.docker", "community.postgresql", "community.general", "ansible.posix")}
     assert used <= set(listed), used - set(listed)
     assert any("iceberg_offload" in name for name in listed)
+
+
+# What AWX's notification backends take in notification_configuration (awx/main/notifications/
+# email_backend.py, webhook_backend.py, slack_backend.py: init_parameters, and slack's hex_color
+# argument): field -> (type, required). A field with a default there is optional; AWX refuses a
+# configuration that lacks a required field or gives one of the wrong type, and encrypts the
+# "password" fields (the only place a secret is stored unreadable).
+AWX_NOTIFICATION_FIELDS = {
+    "email": {"host": ("string", True), "port": ("int", True), "username": ("string", True),
+              "password": ("password", True), "use_tls": ("bool", True), "use_ssl": ("bool", True),
+              "sender": ("string", True), "recipients": ("list", True), "timeout": ("int", False)},
+    "webhook": {"url": ("string", True), "headers": ("object", True), "http_method": ("string", False),
+                "disable_ssl_verification": ("bool", False), "username": ("string", False),
+                "password": ("password", False)},
+    "slack": {"token": ("password", True), "channels": ("list", True), "hex_color": ("string", False)},
+}
+_PYTHON_TYPES = {"string": str, "password": str, "int": int, "bool": bool, "list": list, "object": dict}
+_TEMPLATE = re.compile(r"\A\{\{\s*([a-z0-9_]+)\s*\}\}\Z")
+
+
+def _site_value(value):
+    """A value as the configure play renders it: a whole-value template of a site variable of this
+    file is that variable's value; a vault variable is a string."""
+    match = _TEMPLATE.match(value) if isinstance(value, str) else None
+    if match and match.group(1).startswith("vault_"):
+        return "vault value"
+    if match:
+        return CONFIG[match.group(1)]
+    return value
+
+
+@pytest.mark.parametrize("item", CONFIG["controller_notifications"], ids=lambda item: item["name"])
+def test_notification_configuration_is_what_awx_takes(item):
+    fields = AWX_NOTIFICATION_FIELDS[item["notification_type"]]
+    conf = item["notification_configuration"]
+    assert set(conf) <= set(fields), set(conf) - set(fields)
+    missing = [f for f, (_kind, required) in fields.items() if required and f not in conf]
+    assert not missing, missing
+    for field, value in conf.items():
+        kind = fields[field][0]
+        rendered = _site_value(value)
+        assert isinstance(rendered, _PYTHON_TYPES[kind]) and not (kind == "int" and isinstance(rendered, bool)), \
+            (item["name"], field, value)
+    if item["notification_type"] == "email":
+        assert not (conf["use_tls"] and conf["use_ssl"]), "Django's SMTP backend takes one of use_tls, use_ssl"
+        assert all("@" in a for a in _site_value(conf["recipients"])) and "@" in _site_value(conf["sender"])
+    if item["notification_type"] == "webhook":
+        assert _site_value(conf.get("http_method", "POST")) in ("POST", "PUT")
+        assert conf.get("disable_ssl_verification") is not True
+
+
+def test_notification_secrets_come_from_the_vault_and_only_where_awx_encrypts_them():
+    for item in CONFIG["controller_notifications"]:
+        fields = AWX_NOTIFICATION_FIELDS[item["notification_type"]]
+        conf = item["notification_configuration"]
+        for field, value in conf.items():
+            secret = fields[field][0] == "password" or (item["notification_type"] == "webhook" and field == "url")
+            match = _TEMPLATE.match(value) if isinstance(value, str) else None
+            if secret:
+                assert match and match.group(1).startswith("vault_k2_"), (item["name"], field, value)
+            else:   # AWX shows these to whoever reads the template: no secret, no vault value
+                assert "vault_" not in json.dumps(value), (item["name"], field)
+        headers = json.dumps(conf.get("headers") or {})
+        assert not re.search(r"authorization|token|secret|pass", headers, re.I), (item["name"], headers)
+
+
+def test_templates_and_the_workflow_name_existing_notification_templates():
+    names = {item["name"] for item in CONFIG["controller_notifications"]}
+    assert len(names) == len(CONFIG["controller_notifications"])
+    attached = {}
+    for item in CONFIG["controller_templates"] + CONFIG["controller_workflows"]:
+        for key, value in item.items():
+            if key.startswith("notification_templates_"):
+                assert set(value) <= names, (item["name"], key, set(value) - names)
+                attached.setdefault(item["name"], {})[key] = value
+    recover, post = attached["K2 recover"], attached["K2 post-incident"]
+    # a failed recovery or post-incident reaches every channel; a success is recorded
+    assert set(recover["notification_templates_error"]) == names == set(post["notification_templates_error"])
+    assert recover["notification_templates_success"] and "K2 on-call e-mail" in post["notification_templates_success"]
+    workflow = attached["K2 IcebergOffloadWatermarkStale response"]
+    assert "K2 on-call e-mail" in workflow["notification_templates_approvals"]
+    assert "K2 diagnose" not in attached   # diagnoses are many (EDA runs one per alert group) and change nothing
+
+
+def test_configure_applies_every_object_before_what_names_it():
+    with open(os.path.join(awx.REPO, "extensions", "awx", "configure.yml")) as fh:
+        tasks = yaml.safe_load(fh)[0]["tasks"]
+    order = [re.search(r"controller_[a-z_]+", t["loop"]).group(0) for t in tasks]
+    assert sorted(order) == sorted(MODULES), order
+    for task, variable in zip(tasks, order):
+        assert "awx.awx.%s" % MODULES[variable] in task, task
+    assert order.index("controller_notifications") < order.index("controller_templates") < order.index(
+        "controller_workflows")
+    notifications = tasks[order.index("controller_notifications")]
+    assert notifications["no_log"] is True   # the items hold the vault's secrets
