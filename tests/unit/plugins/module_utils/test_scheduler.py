@@ -89,3 +89,81 @@ def test_tail_is_bounded_and_survives_missing_and_rotated_logs(tmp_path):
     assert sum(len(x) + 1 for x in lines) <= 64 * 1024
     assert lines[-1].endswith("Offload completed: 99999 rows (t -> cold.t)")
     assert lines[0].startswith("2026-02-12")  # the cut first line is dropped
+
+
+SHOW_LOOPING = """\
+LoadState=loaded
+ActiveState=activating
+SubState=auto-restart
+Result=exit-code
+NRestarts=7
+ExecMainStatus=1
+ExecMainCode=1
+ExecMainExitTimestamp=@1770891300
+ActiveEnterTimestamp=@1770891290
+RestartUSec=5s
+"""
+
+
+def test_a_unit_between_two_crashes_is_not_running():
+    u = sc.parse_systemctl_show(SHOW_LOOPING)
+    assert u["active"] and not u["running"] and u["auto_restart"]
+    assert u["restart_seconds"] == 5.0 and u["restarts"] == 7
+    assert sc._systemd_seconds("1min 30s") == 90.0 and sc._systemd_seconds("100ms") == 0.1
+    assert sc._systemd_seconds("5000000") == 5.0 and sc._systemd_seconds("") is None
+
+
+def test_crash_loop_over_two_reads():
+    first = sc.parse_systemctl_show(SHOW_LOOPING)
+    second = sc.parse_systemctl_show(SHOW_LOOPING.replace("NRestarts=7", "NRestarts=8")
+                                     .replace("SubState=auto-restart", "SubState=running")
+                                     .replace("ActiveState=activating", "ActiveState=active"))
+    looping, ev = sc.crash_loop(first, second, 6.0)
+    assert looping and ev["restarts"] == 8 and ev["restarts_during_look"] == 1 and ev["exit_status"] == 1
+    steady = sc.parse_systemctl_show(SHOW_LOOPING.replace("SubState=auto-restart", "SubState=running")
+                                     .replace("ActiveState=activating", "ActiveState=active"))
+    assert sc.crash_loop(steady, steady, 6.0) == (False, None)
+
+
+def test_recently_started_only_after_automatic_restarts():
+    import datetime
+    u = sc.parse_systemctl_show(SHOW_LOOPING.replace("SubState=auto-restart", "SubState=running"))
+    at = datetime.datetime(2026, 2, 12, 10, 15, 0)  # 10 s after ActiveEnterTimestamp
+    assert sc.recently_started(u, at)
+    assert not sc.recently_started(u, at + datetime.timedelta(minutes=5))
+    assert not sc.recently_started(dict(u, restarts=0), at)
+    assert sc.recently_started(sc.parse_systemctl_show(SHOW_LOOPING), at + datetime.timedelta(hours=1))
+
+
+def test_journal_errors_keep_the_exception_and_the_exit():
+    lines = [
+        "2026-12-06T02:16:04+0000 host systemd[1]: x.service: Failed to get cgroup ID of cgroup /sys/fs/cgroup/...",
+        "2026-12-06T02:16:04+0000 host systemd[1]: Started x.service - X.",
+        "2026-12-06T02:16:04+0000 host python[274]: Traceback (most recent call last):",
+        "2026-12-06T02:16:04+0000 host python[274]:   File \"/x.py\", line 1, in <module>",
+        "2026-12-06T02:16:04+0000 host python[274]: ValueError: not a plain table name: 'offload-watermarks'",
+        "2026-12-06T02:16:04+0000 host systemd[1]: x.service: Main process exited, code=exited, status=1/FAILURE",
+    ]
+    assert sc.journal_errors(lines) == [
+        "Traceback (most recent call last):", "ValueError: not a plain table name: 'offload-watermarks'",
+        "x.service: Main process exited, code=exited, status=1/FAILURE"]
+
+
+def test_watermark_write_errors_have_kinds():
+    for text, kind in (("permission denied for table offload_watermarks", "permission_denied"),
+                       ('duplicate key value violates unique constraint "offload_watermarks_pkey"',
+                        "constraint_violation"),
+                       ('new row for relation "offload_watermarks" violates check constraint "c"',
+                        "constraint_violation"),
+                       ("could not extend file: No space left on device", "disk_full"),
+                       ("cannot execute INSERT in a read-only transaction", "read_only"),
+                       ("ERROR offload of x did not finish within 60 s", "job_timeout")):
+        assert sc.classify_error("ERROR watermark: offload of t failed after reading the watermark: " + text
+                                 if kind != "job_timeout" else text) == kind, text
+    log = sc.parse_log([
+        "2026-02-12 10:00:00 CYCLE 1 START",
+        "2026-02-12 10:00:02 ERROR watermark: offload of bronze_trades_binance failed after reading the watermark: "
+        "permission denied for table offload_watermarks",
+        "2026-02-12 10:00:02 CYCLE 1 table=bronze_trades_binance FAILED rc=5"])
+    assert log["tables"]["bronze_trades_binance"]["last_failure"]["error_kind"] == "permission_denied"
+    assert "permission_denied" in sc.WATERMARK_WRITE_KINDS
