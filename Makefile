@@ -6,7 +6,7 @@ export K2_VENV := $(VENV)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 LAB := cd lab && $(PY) -m k2lab
 
-.PHONY: setup test test-long matrix demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean lint units docs gates ee-context
+.PHONY: setup test test-long faults matrix demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean lint units docs gates ee-context
 
 setup:            ## venv, Debian packages, dockerd, collections path
 	@bash scripts/setup.sh
@@ -16,6 +16,9 @@ test: setup       ## every test: unit, integration (real servers), sanity, molec
 
 test-long: setup  ## tests marked long: each role's molecule scenario, every lab fault's symptom healed by the lab
 	@K2_TEST_PATHS="tests/molecule tests/lab" K2_TEST_MARK=long bash scripts/test.sh
+
+faults: setup     ## the whole lab fault matrix through the playbooks (make test runs one per scenario and the never-worse cases)
+	@K2_TEST_PATHS="tests/lab/test_playbooks.py tests/lab/test_runbook_cases.py tests/lab/test_zz_lab_down.py" K2_TEST_MARK=all bash scripts/test.sh
 
 matrix: setup     ## the version matrix: ansible-core floor/current/newest, PostgreSQL 15 and 18, ClickHouse 18.16 vs 26.x
 	@bash scripts/matrix.sh all

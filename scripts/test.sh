@@ -23,9 +23,12 @@ existing=()
 for p in $paths; do [ -e "$p" ] && existing+=("$p"); done
 start=$(date +%s)
 # Tests marked `long` (the lab's heal-based fault checks beyond the short set) run in
-# `make test-long`; K2_TEST_MARK chooses (default: everything else).
-mark=${K2_TEST_MARK:-not long}
-"$VENV/bin/python" -m pytest -p no:cacheprovider -rfEs --durations=40 -m "$mark" "${existing[@]}" "$@"
+# `make test-long`, those marked `fault_matrix` (lab faults beyond one per scenario and the
+# never-worse cases) in `make faults`; K2_TEST_MARK chooses (default: everything else; "all": every test).
+mark=${K2_TEST_MARK:-not long and not fault_matrix}
+markargs=(-m "$mark")
+[ "$mark" = all ] && markargs=()
+"$VENV/bin/python" -m pytest -p no:cacheprovider -rfEs --durations=40 "${markargs[@]}" "${existing[@]}" "$@"
 rc=$?
 echo "[test] pytest exit code $rc after $(( $(date +%s) - start )) s"
 if [ $rc -eq 5 ]; then

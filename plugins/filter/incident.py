@@ -76,14 +76,14 @@ def failure_text(result):
     items of a loop; never "Unknown error" (a task that retried until it gave up has no msg of its own)."""
     r = result if isinstance(result, dict) else {}
     msg = " ".join(str(r.get("msg") or "").split())
+    failed = [i for i in r.get("results") or [] if isinstance(i, dict) and i.get("failed")]
+    if failed:  # a loop: "One or more items failed" says nothing, the items do
+        return "; ".join("%s: %s" % (_item_label(i), failure_text(i)) for i in failed)[:1500]
     if msg and msg not in _NO_MESSAGE:
         return msg[:1500]
     stderr = " ".join(str(r.get("stderr") or "").split())
     if stderr:
         return ("rc %s: %s" % (r.get("rc"), stderr[-800:])) if r.get("rc") is not None else stderr[-800:]
-    failed = [i for i in r.get("results") or [] if isinstance(i, dict) and i.get("failed")]
-    if failed:
-        return "; ".join("%s: %s" % (i.get("item"), failure_text(i)) for i in failed)[:1500]
     if r.get("attempts"):
         return "gave up after %s attempts; last result: %s" % (r["attempts"], ", ".join(
             "%s=%s" % (k, str(r[k])[:120]) for k in sorted(r) if k not in ("invocation", "attempts", "changed",
@@ -91,6 +91,13 @@ def failure_text(result):
     if r.get("rc") not in (None, 0):
         return "exited with rc %s" % r["rc"]
     return "the task failed without a message (result: %s)" % ", ".join(sorted(r))[:300]
+
+
+def _item_label(result):
+    item = result.get("item")
+    if isinstance(item, dict):
+        return str(item.get("key") or item.get("name") or item)[:80]
+    return str(item)[:80]
 
 
 _BRIEF_KEYS = ("kind", "scenario", "text", "tables", "blocks_recovery")

@@ -146,6 +146,8 @@ def outcome(run):
         cont = _command(settings, "recover", execute=True)
     elif result == "nothing-to-do":
         cont = None
+    elif stop and not _changes(run.get("actions")):
+        cont = "fix what the escalation names, then %s" % _command(settings, "diagnose")
     elif stop or stopped_by_us:
         cont = "fix what the escalation names, then %s (it repairs what is left%s)" % (
             _command(settings, "recover", execute=True), " and starts the scheduler" if stopped_by_us else "")

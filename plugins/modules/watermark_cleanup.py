@@ -282,7 +282,7 @@ def main():
     p = module.params
     try:
         parse_lock_timeout(p["lock_timeout"])
-        validate_cleanup(p["keep"], p["older_than"], p["duplicates_only"], p["regressions_only"])
+        validate_cleanup(p["keep"], p["older_than"], p["duplicates_only"], p["regressions_only"], p["above_pair"])
     except (ValueError, WatermarkError) as e:
         module.fail_json(msg=str(e))
     store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_cleanup")[1]

@@ -50,7 +50,7 @@ def test_prometheus_and_clickhouse_that_do_not_answer_are_findings(k2lab, tmp_pa
     assert r.rc == 0, r
     d = r.report("diagnosis")["diagnosis"]
     assert d["status"] == "healthy", d
-    missing = " ".join(d["missing_facts"])
+    missing = " ".join(m["text"] for m in d["missing_facts"])
     assert "prometheus" in missing and "127.0.0.1:9" in missing, missing
     assert "not known: prometheus" in r.output
 
@@ -61,12 +61,15 @@ def test_a_wrong_password_is_an_escalation_and_nothing_is_written(k2lab, tmp_pat
     r = run_playbook("diagnose.yml", inventory, str(tmp_path / "r"), extra={"k2_pg_password": "wrong-password"})
     assert r.rc == 0, r
     d = r.report("diagnosis")["diagnosis"]
-    assert d["status"] == "escalate" and any("wrong credentials" in e for e in d["escalations"]), d
+    assert d["status"] == "escalate" and d["blocking_escalations"] == ["db-authentication"], d
+    assert any("wrong credentials" in e["text"] for e in d["escalations"]), d
     assert "password authentication failed" in r.output
     rec = run_playbook("recover.yml", inventory, str(tmp_path / "r"),
                        extra={"k2_pg_password": "wrong-password", "k2_execute": True})
     assert rec.rc != 0 and "wrong credentials" in rec.output and "Nothing was changed" in rec.output, rec
     report = rec.report("recovery")
     assert report["outcome"] == "escalate" and report["actions"] == [], report
+    assert report["escalations"][0]["kind"] == "db-authentication"
+    assert report["state_left"]["scheduler"]["stopped_by_this_run"] is False
     assert audit_rows() == before
     assert lab.scheduler_active() == "active"

@@ -42,7 +42,8 @@ def test_no_secret_in_any_playbook_output_report_or_row(k2lab, tmp_path):
 
     # a failure path: ClickHouse refuses the password, the diagnosis says so and goes on
     bad = play("diagnose.yml", {"k2_clickhouse_user": "default", "k2_clickhouse_password": CH_SECRET})
-    assert any("ClickHouse" in m or "source" in m for m in bad.report("diagnosis")["diagnosis"]["missing_facts"])
+    assert any("ClickHouse" in m["text"] or "source" in m["text"]
+               for m in bad.report("diagnosis")["diagnosis"]["missing_facts"])
 
     faults.inject("pg-connections")
     play("recover.yml")

@@ -52,8 +52,8 @@ def test_failure_text_never_says_unknown_error():
     assert f.failure_text({"msg": "docker start failed: no such container"}) == "docker start failed: no such container"
     looped = {"msg": "One or more items failed", "results": [{"item": "a", "failed": True, "msg": "boom"},
                                                              {"item": "b", "failed": False}]}
-    assert f.failure_text(looped) == "One or more items failed"
-    assert f.failure_text({"results": looped["results"]}) == "a: boom"
+    assert f.failure_text(looped) == "a: boom"
+    assert f.failure_text({"results": [{"item": {"key": "t1", "value": 1}, "failed": True, "msg": "x"}]}) == "t1: x"
     retried = {"attempts": 15, "ok": False, "kind": "refused", "error": "Connection refused"}
     text = f.failure_text(retried)
     assert text.startswith("gave up after 15 attempts") and "Connection refused" in text
