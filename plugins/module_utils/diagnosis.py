@@ -400,6 +400,12 @@ class _Diagnosis(object):
                 self.add("future-entries", "%s: %d entr%s with created_at later than the server's clock (the "
                          "scheduler reads the latest created_at)" % (
                              name, t["future_entries"], "y" if t["future_entries"] == 1 else "ies"), tables=[name])
+        if (wm.get("health") or {}).get("can_insert") is False:
+            user = (wm.get("health") or {}).get("current_user")
+            self.add("watermark-write-failed", "the role %s may not INSERT into %s (has_table_privilege): the scheduler, "
+                     "which writes as the same role in the runbook, cannot record a watermark" % (
+                         user, wm.get("watermark_table")), tables=list(self.tables), error_kind="permission_denied",
+                     line=None, fixable=False)
         seq = wm.get("id_sequence") or {}
         if seq.get("behind"):
             self.add("id-sequence-behind", "the id sequence %s hands out %s next while max(id) is %s: every INSERT "

@@ -46,7 +46,9 @@ CASES = {
     # the scheduler offloads from the regressed entry before the diagnosis: the cold tier holds copies
     "regression": case([4], ["regression", "cold-duplicates"], escalations=["cold-duplicates-found"]),
     # runbook Scenario 5 step 4: the manual offload works -> an integration bug, escalated (issue 14 case 6)
-    "silent-zero": case([5], ["silent-zero"], escalations=["silent-offload-failure", "silent-offload-integration"]),
+    # (make test drives it with the notification channels: test_runbook_cases.py)
+    "silent-zero": case([5], ["silent-zero"], escalations=["silent-offload-failure", "silent-offload-integration"],
+                        marks=[MATRIX]),
     "silent-zero-logic": case([5], ["silent-zero"], flow="escalate", stop="silent-offload-logic-bug",
                               scheduler=("running", "running", False, False)),
     # issue 14: the runbook's other cases

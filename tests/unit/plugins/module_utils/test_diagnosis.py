@@ -442,10 +442,10 @@ def test_spark_side_of_a_partition_is_named():
 
 
 def test_write_failures_need_a_recent_failure_with_no_offload_since():
-    f = write_denied(healthy())
+    f = write_denied(healthy(), can_insert=None)  # the log alone (another role than the scheduler's)
     f["scheduler"]["log"]["tables"][TABLES[0]]["last_completed"]["time"] = "2026-02-12 10:00:06"
     assert dg.classify(f)["status"] == "healthy"  # an offload completed after it
-    f = write_denied(healthy())
+    f = write_denied(healthy(), can_insert=None)
     f["scheduler"]["log"]["seconds_since_last_line"] = 3 * CYCLE
     assert dg.classify(f)["status"] == "healthy"  # older than two cycles
     d = dg.classify(write_denied(healthy()))
@@ -515,3 +515,12 @@ def test_scenario_steps_come_from_the_definitions():
     assert "workaround" not in " ".join(dg.scenario_steps(5))
     for n in dg.SCENARIOS:
         assert dg.scenario_steps(n)
+
+
+def test_a_revoked_insert_privilege_is_a_write_failure_without_the_log():
+    f = scheduler_stopped(healthy())
+    f["watermarks"]["health"] = {"connections": 3, "can_insert": False, "current_user": "prefect"}
+    d = dg.classify(f)
+    w = [x for x in d["findings"] if x["kind"] == "watermark-write-failed"]
+    assert w and w[0]["data"]["fixable"] is False and "may not INSERT" in w[0]["text"]
+    assert d["scenario_numbers"] == [4, 1]
