@@ -33,8 +33,14 @@ sys.path[:0] = [REPO, os.path.join(REPO, "lab"), os.path.join(REPO, ".collection
 from k2lab import faults, lab  # noqa: E402
 from tests.support.incident import lab_inventory, run_playbook  # noqa: E402
 
-FAULTS = ["scheduler-stopped", "pg-stopped", "pg-crashed", "pg-connections", "pg-partition", "table-dropped",
-          "duplicate-burst", "regression", "silent-zero", "silent-zero-logic"]
+# Every lab fault (python -m k2lab faults). Those no recovery can fix end in an escalation: the bench
+# then heals the fault (standing in for the engineer who fixes the cause) and runs recover.yml again.
+FAULTS = ["scheduler-stopped", "scheduler-crashloop", "pg-stopped", "pg-crashed", "pg-crashloop", "pg-connections",
+          "pg-lock", "pg-partition", "spark-partition", "table-dropped", "table-emptied", "duplicate-burst",
+          "regression", "watermark-ahead", "watermark-write-denied", "watermark-id-sequence", "silent-zero",
+          "silent-zero-logic", "exporter-stopped"]
+# Faults whose recovery escalates by design (the collection cannot fix the cause).
+ESCALATING = ("scheduler-crashloop", "pg-crashloop", "watermark-write-denied", "silent-zero-logic", "exporter-stopped")
 
 RUNBOOK_DIAGNOSIS = r"""
 set +e
@@ -85,14 +91,22 @@ def one_fault(fault, inventory, reports, cycle):
     report = rec.report("recovery") or {}
     verified_at = (report.get("verification") or {}).get("verified_at_epoch")
     to_verified = (verified_at - start) if verified_at else None
-    if fault == "silent-zero-logic":
-        faults.heal(fault)
+    after_fix = None
+    if report.get("outcome") == "escalate" or fault in ESCALATING:
+        faults.heal(fault)  # the engineer fixes what the escalation names
+        if fault != "exporter-stopped":
+            again = run_playbook("recover.yml", inventory, reports, extra={"k2_execute": True})
+            after_fix = {"outcome": (again.report("recovery") or {}).get("outcome"), "seconds": round(again.seconds, 1)}
     lab.wait_for_new_watermarks(cycles=1)
     figures = consistency_figures()
     row = {
         "fault": fault, "diagnosis": d.get("summary"), "scenarios": d.get("scenario_numbers"),
-        "diagnose_seconds": round(diag.seconds, 1), "diagnose_rc": diag.rc,
+        "kinds": d.get("kinds"), "diagnose_seconds": round(diag.seconds, 1), "diagnose_rc": diag.rc,
         "recover_rc": rec.rc, "outcome": report.get("outcome"), "recover_seconds": round(rec.seconds, 1),
+        "recovery_seconds_in_report": report.get("seconds"),
+        "escalations": [e.get("kind") for e in report.get("escalations") or []],
+        "scheduler_left": (report.get("state_left") or {}).get("scheduler"),
+        "after_fix": after_fix,
         "seconds_to_verified": round(to_verified, 1) if to_verified is not None else None,
         "cycles_to_verified": round(to_verified / cycle, 2) if to_verified is not None else None,
         "missing": sum(f["missing"] or 0 for f in figures.values()),
@@ -100,7 +114,7 @@ def one_fault(fault, inventory, reports, cycle):
         "past_watermark": sum(f["past_watermark"] or 0 for f in figures.values()),
         "per_table": figures,
     }
-    log("fault %s: %s" % (fault, json.dumps({k: row[k] for k in ("diagnose_seconds", "outcome",
+    log("fault %s: %s" % (fault, json.dumps({k: row[k] for k in ("diagnose_seconds", "outcome", "escalations",
                                                                   "seconds_to_verified", "missing", "duplicated")})))
     return row
 
@@ -110,7 +124,7 @@ def render(results):
     d = results["diagnosis_healthy"]
     lines = [
         "<!-- mttr:begin (written by bench/mttr_bench.py; do not edit by hand) -->",
-        "## Time to diagnose and to recover, per lab fault (issue 8)",
+        "## Time to diagnose and to recover, per lab fault (issues 8 and 14)",
         "",
         "Command: `bench/run.sh mttr`. Run: %s, %.0f s in all. Machine: %s. Lab cycle: %d s (production: 900 s); "
         "each fault left for three cycles before `diagnose.yml`." % (results["date"], results["seconds"],
@@ -122,22 +136,31 @@ def render(results):
         "still reads and decides) %.1f s. Goal ≤ 5 s." % (len(d["playbook_seconds"]), d["playbook_median"],
                                                           d["runbook_median"]),
         "",
-        "| fault | diagnosis | diagnose s | recover outcome | recover start to verified: s (cycles) | "
-        "whole recover.yml s | rows missing / duplicated after |",
-        "|---|---|---:|---|---:|---:|---|",
+        "| fault | diagnosis (kinds) | diagnose s | recover outcome (escalations) | recover start to verified, or to "
+        "the escalation: s (cycles) | whole recover.yml s | after the fix | rows missing / duplicated / past the "
+        "watermark after |",
+        "|---|---|---:|---|---:|---:|---|---|",
     ]
     for r in results["faults"]:
-        ttv = "%.1f (%.2f)" % (r["seconds_to_verified"], r["cycles_to_verified"]) \
-            if r["seconds_to_verified"] is not None else "-"
-        lines.append("| %s | %s | %.1f | %s | %s | %.1f | %d / %d |" % (
+        if r["seconds_to_verified"] is not None:
+            ttv = "%.1f (%.2f)" % (r["seconds_to_verified"], r["cycles_to_verified"])
+        elif r.get("recovery_seconds_in_report") is not None:
+            ttv = "%s (stopped)" % r["recovery_seconds_in_report"]
+        else:
+            ttv = "-"
+        fix = ("%s in %.1f s" % (r["after_fix"]["outcome"], r["after_fix"]["seconds"])) if r.get("after_fix") else "-"
+        lines.append("| %s | %s (%s) | %.1f | %s%s | %s | %.1f | %s | %d / %d / %d |" % (
             r["fault"], "Scenario " + ", ".join(str(n) for n in r["scenarios"] or []) if r["scenarios"] else "-",
-            r["diagnose_seconds"], r["outcome"], ttv, r["recover_seconds"], r["missing"], r["duplicated"]))
+            ", ".join(r.get("kinds") or []) or "-", r["diagnose_seconds"], r["outcome"],
+            " (%s)" % ", ".join(r["escalations"]) if r.get("escalations") else "", ttv, r["recover_seconds"], fix,
+            r["missing"], r["duplicated"], r.get("past_watermark", 0)))
     lines += [
         "",
-        "Goal: recovery ≤ 2 scheduler cycles + 30 s (%d s here). `silent-zero-logic` must end in an escalation "
-        "(the job itself is broken); its rows are counted after the lab's heal stands in for the code fix. The "
+        "Goal: recovery ≤ 2 scheduler cycles + 30 s (%d s here); a recovery that cannot succeed gives up within "
+        "2 cycles + 60 s (%d s). %s end in an escalation by design (the cause needs a person); the lab's heal then "
+        "stands in for the fix, recover.yml runs again (\"after the fix\") and the rows are counted after it. The "
         "runbook itself states an MTTR of 15-30 minutes for most scenarios and up to 60 for corruption, by hand."
-        % (2 * cycle + 30),
+        % (2 * cycle + 30, 2 * cycle + 60, ", ".join("`%s`" % f for f in ESCALATING)),
         "<!-- mttr:end -->",
     ]
     return "\n".join(lines) + "\n"
