@@ -641,6 +641,11 @@ class WatermarkStore(object):
         if not row or not row[0]:
             return None
         seq = row[0]
+        readable = self._q("SELECT has_sequence_privilege(%s, 'SELECT') OR has_sequence_privilege(%s, 'USAGE')",
+                           (seq, seq), "one")[0]
+        if not readable:
+            return {"sequence": seq, "next_value": None, "max_id": None, "behind": None,
+                    "error": "this role may not read the sequence"}
         last = self._q(pg_sql.SQL("SELECT last_value, is_called FROM {s}").format(
             s=pg_sql.SQL(".").join(pg_sql.Identifier(p) for p in _split_regclass(seq))), fetch="one")
         max_id = self._q(pg_sql.SQL("SELECT max(id) FROM {t}").format(t=self.t), fetch="one")[0]
