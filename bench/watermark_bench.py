@@ -15,8 +15,10 @@ for every contender:
    (no backup, and with a backup table), each on a fresh copy of the same 5 M rows,
    each with a writer inserting every 50 ms whose insert waits are recorded.
 
-Writes bench/results/watermarks-<time>.json and the "Watermark modules" section of
-docs/benchmarks.md. Usage: bench/run.sh watermarks [--rows N] [--port P]
+Writes bench/results/watermarks-<time>.json (``--out DIR`` elsewhere) and the "Watermark modules"
+section of docs/benchmarks.md (``--no-doc`` to skip). Exit 1 when a target is not met, unless
+``--ignore-targets`` (tiny sizes, as make test's smoke run uses, miss them by design).
+Usage: bench/run.sh watermarks [--rows N] [--port P] [--no-doc] [--out DIR] [--ignore-targets]
 """
 import argparse
 import datetime
@@ -36,10 +38,10 @@ for p in (os.path.join(REPO, ".collections"), REPO):
 import psycopg2  # noqa: E402
 
 from tests.support.postgres_server import PG_BIN, PostgresServer  # noqa: E402
-from tests.support.ansible_module import run_module  # noqa: E402
 from tests.support.writer import Writer  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import WatermarkStore  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import collect_info  # noqa: E402
+from _ansible import run_module  # noqa: E402  (bench/_ansible.py: the module through `ansible`)
 
 TABLES = ["bronze_trades_binance", "bronze_trades_kraken"]
 RUNBOOK_CLEANUP = """
@@ -371,6 +373,10 @@ def main():
     ap.add_argument("--rows", type=int, default=5000000)
     ap.add_argument("--port", type=int, default=int(os.environ.get("K2_BENCH_PG_PORT", "25434")))
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--out", metavar="DIR", default=os.path.join(REPO, "bench", "results"),
+                    help="where the raw JSON goes (default bench/results)")
+    ap.add_argument("--ignore-targets", action="store_true",
+                    help="exit 0 even when a target is missed (a smoke run at a tiny size)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite docs/benchmarks.md from a results file")
     args = ap.parse_args()
     if args.render:
@@ -396,9 +402,8 @@ def main():
         server.stop()
     results["seconds"] = time.time() - started
     results["loadavg_end"] = os.getloadavg()
-    os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
-    results["json"] = os.path.join(REPO, "bench", "results",
-                                   "watermarks-%s.json" % time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
+    os.makedirs(args.out, exist_ok=True)
+    results["json"] = os.path.join(args.out, "watermarks-%s.json" % time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
     with open(results["json"], "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
     section = render(results)
@@ -418,7 +423,7 @@ def main():
         failed.append("insert wait p99 > 100 ms")
     if failed:
         log("targets not met: " + "; ".join(failed))
-        return 1
+        return 0 if args.ignore_targets else 1
     return 0
 
 
