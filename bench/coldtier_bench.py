@@ -226,9 +226,9 @@ def render(results):
     lines = [
         "<!-- coldtier:begin (written by bench/coldtier_bench.py; do not edit by hand) -->",
         "## Cold tier and source (issue 4) — %s" % results["date"], "",
-        "Machine: %d CPUs (%s), %s RAM; Python %s, pyarrow %s, pyiceberg %s. "
-        "Command: `%s`. %.0f s in all." % (m["nproc"], m["cpu"], m["memory"], m["python"], m["pyarrow"],
-                                          m["pyiceberg"], results["command"], results["seconds"]), "",
+        "Machine: %d CPUs (%s), %s RAM; Python %s, pyarrow %s, pyiceberg %s. Command: `%s`. %.0f s in all." % (
+            m["nproc"], m["cpu"], m["memory"], m["python"], m["pyarrow"], m["pyiceberg"], results["command"],
+            results["seconds"]), "",
         "Load: %s. The machine is shared; times scale with the load." % _load_text(results), ""]
     if ice:
         r = ice["results"]
