@@ -38,6 +38,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, ".collections"))
 sys.path.insert(0, REPO)
 
+from _load import LoadSampler, sampled_text  # noqa: E402  (bench/_load.py)
+
 
 def _child(kind, root, table_name, extra):
     """Run one measured scan in a fresh process; return its JSON result."""
@@ -285,6 +287,10 @@ def render(results):
 
 
 def _load_text(results):
+    if "loadavg_sampled" in results:
+        return "1-minute load average %.1f at the start, %.1f at the end of the run; during it %s" % (
+            results["loadavg_start"][0], results["loadavg_end"][0],
+            sampled_text(results["loadavg_sampled"], results["machine"]["nproc"]))
     if "loadavg_start" in results:
         return "1-minute load average %.1f at the start, %.1f at the end of the run (%d CPUs)" % (
             results["loadavg_start"][0], results["loadavg_end"][0], results["machine"]["nproc"])
@@ -353,14 +359,16 @@ def main():
     started = time.time()
     results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "command": command_line(sys.argv[1:]), "repeat": args.repeat, "loadavg_start": os.getloadavg()}
-    tmp = tempfile.mkdtemp(prefix="k2-bench-")
-    try:
-        results["machine"] = machine()
-        print("machine %s" % json.dumps(results["machine"]), flush=True)
-        results["iceberg"] = None if args.skip_iceberg else bench_iceberg(args, tmp)
-        results["clickhouse"] = None if args.skip_clickhouse else bench_clickhouse(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with LoadSampler() as load:
+        tmp = tempfile.mkdtemp(prefix="k2-bench-")
+        try:
+            results["machine"] = machine()
+            print("machine %s" % json.dumps(results["machine"]), flush=True)
+            results["iceberg"] = None if args.skip_iceberg else bench_iceberg(args, tmp)
+            results["clickhouse"] = None if args.skip_clickhouse else bench_clickhouse(args, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results["loadavg_sampled"] = load.summary()
     results["seconds"] = time.time() - started
     results["loadavg_end"] = os.getloadavg()
     os.makedirs(args.out, exist_ok=True)

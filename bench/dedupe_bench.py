@@ -46,6 +46,8 @@ for p in (os.path.join(REPO, ".collections"), REPO):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+from _load import LoadSampler, sampled_text  # noqa: E402  (bench/_load.py)
+
 TABLE = "bench_trades"
 MIB = 1048576.0
 
@@ -353,6 +355,10 @@ def render(results):
 
 
 def _load_text(results):
+    if "loadavg_sampled" in results:
+        return "1-minute load average %.1f at the start, %.1f at the end of the run; during it %s" % (
+            results["loadavg_start"][0], results["loadavg_end"][0],
+            sampled_text(results["loadavg_sampled"], results["machine"]["nproc"]))
     if "loadavg_start" in results:
         return "1-minute load average %.1f at the start, %.1f at the end of the run (%d CPUs)" % (
             results["loadavg_start"][0], results["loadavg_end"][0], results["machine"]["nproc"])
@@ -396,11 +402,13 @@ def main():
         return 0
     started = time.time()
     loadavg_start = os.getloadavg()
-    tmp = tempfile.mkdtemp(prefix="k2-dedupe-bench-")
-    try:
-        results = bench(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with LoadSampler() as load:
+        tmp = tempfile.mkdtemp(prefix="k2-dedupe-bench-")
+        try:
+            results = bench(args, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results["loadavg_sampled"] = load.summary()
     results["machine"] = machine()
     results["date"] = subprocess.check_output(["date", "-u", "+%Y-%m-%d %H:%M UTC"]).decode().strip()
     results["command"] = ("bench/run.sh dedupe " + " ".join(sys.argv[1:])).strip()

@@ -42,6 +42,7 @@ from tests.support.writer import Writer  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import WatermarkStore  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import collect_info  # noqa: E402
 from _ansible import run_module  # noqa: E402  (bench/_ansible.py: the module through `ansible`)
+from _load import LoadSampler, sampled_text  # noqa: E402
 
 TABLES = ["bronze_trades_binance", "bronze_trades_kraken"]
 RUNBOOK_CLEANUP = """
@@ -347,6 +348,10 @@ def render(results):
 
 
 def _load_text(results):
+    if "loadavg_sampled" in results:
+        return "1-minute load average %.1f at the start, %.1f at the end of the run; during it %s" % (
+            results["loadavg_start"][0], results["loadavg_end"][0],
+            sampled_text(results["loadavg_sampled"], results["machine"]["nproc"]))
     if "loadavg_start" in results:
         return "1-minute load average %.1f at the start, %.1f at the end of the run (2 CPUs)" % (
             results["loadavg_start"][0], results["loadavg_end"][0])
@@ -386,20 +391,22 @@ def main():
     started = time.time()
     results = {"started": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), "machine": machine(),
                "loadavg_start": os.getloadavg()}
-    server = PostgresServer(args.port).start()
-    try:
-        conn = psycopg2.connect(**server.dsn())
-        conn.autocommit = True
-        results["server_version"] = sql(conn, "SHOW server_version")[0][0]
-        log("building %d rows" % args.rows)
-        results["rows"] = build_template(conn, args.rows)
-        fresh_table(conn)
-        bench_latest(server, conn, results)
-        conn.autocommit = True
-        bench_cleanup(server, conn, results)
-        conn.close()
-    finally:
-        server.stop()
+    with LoadSampler() as load:
+        server = PostgresServer(args.port).start()
+        try:
+            conn = psycopg2.connect(**server.dsn())
+            conn.autocommit = True
+            results["server_version"] = sql(conn, "SHOW server_version")[0][0]
+            log("building %d rows" % args.rows)
+            results["rows"] = build_template(conn, args.rows)
+            fresh_table(conn)
+            bench_latest(server, conn, results)
+            conn.autocommit = True
+            bench_cleanup(server, conn, results)
+            conn.close()
+        finally:
+            server.stop()
+    results["loadavg_sampled"] = load.summary()
     results["seconds"] = time.time() - started
     results["loadavg_end"] = os.getloadavg()
     os.makedirs(args.out, exist_ok=True)

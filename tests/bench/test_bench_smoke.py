@@ -82,7 +82,7 @@ def test_watermarks(tmp_path):
     (port,) = _free_ports(1)
     _out, r = _bench("watermarks", tmp_path, "--rows", 20000, "--port", port, "--ignore-targets")
     _keys(r, "rows", "started", "seconds", "machine", "server_version", "loadavg_start", "loadavg_end",
-          "latest", "cleanup", "json")
+          "loadavg_sampled", "latest", "cleanup", "json")
     assert r["rows"] == 20000
     _keys(r["latest"], "runbook_group_by_max_ms", "distinct_on_ms", "index_walk_ms", "watermark_info_in_process_ms",
           "watermark_info_exact_counts_in_process_ms", "watermark_info_via_ansible_ms", "ansible_ping_via_ansible_ms")
@@ -100,7 +100,8 @@ def test_coldtier(tmp_path):
     http, tcp, interserver = _free_ports(3)
     _out, r = _bench("coldtier", tmp_path, "--rows", 20000, "--files", 5, "--ch-rows", 20000, "--repeat", 1,
                      "--ch-http-port", http, "--ch-tcp-port", tcp, "--ch-interserver-port", interserver)
-    _keys(r, "date", "command", "machine", "seconds", "loadavg_start", "loadavg_end", "iceberg", "clickhouse", "json")
+    _keys(r, "date", "command", "machine", "seconds", "loadavg_start", "loadavg_end", "loadavg_sampled",
+          "iceberg", "clickhouse", "json")
     ice = r["iceberg"]
     _keys(ice["results"], "module", "module_one_group", "cold_tier_max_pair", "naive", "ansible_module")
     assert ice["results"]["module"]["duplicate_rows"] == 1000
@@ -115,7 +116,7 @@ def test_dedupe(tmp_path):
                      "--ignore-targets")
     _keys(r, "table", "module", "naive", "module_system_allocator", "module_one_group",
           "module_one_group_system_allocator", "module_one_group_uncut", "ansible", "summary", "goals", "machine",
-          "date", "command", "seconds", "loadavg_start", "json")
+          "date", "command", "seconds", "loadavg_start", "loadavg_sampled", "json")
     assert r["table"]["rows"] == 20000 and r["table"]["unique_keys"] == 19600
     assert r["ansible"]["rows_removed"] == 400 and r["ansible"]["verified"]["ok"], r["ansible"]
     assert all(run["verified"]["ok"] for run in r["module"] + r["naive"])
