@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--out", metavar="DIR", default=os.path.join(REPO, "bench", "results"),
+                    help="where the raw JSON goes (default bench/results)")
     args = ap.parse_args()
     t0 = time.time()
     with lab.running(cycle_seconds=10):
@@ -67,8 +69,8 @@ def main():
         results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                    "machine": machine(), "cycle_seconds": lab.settings()["cycle_seconds"], "steps": args.steps,
                    "runs": runs, "seconds": time.time() - t0}
-    os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
-    out = os.path.join(REPO, "bench", "results", "chaos-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
+    os.makedirs(args.out, exist_ok=True)
+    out = os.path.join(args.out, "chaos-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
     with open(out, "w") as fh:
         json.dump(results, fh, indent=2)
     text = render(results)

@@ -4,9 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Cold tier and source benchmarks: the collection's way against the runbook's way.
 
-One command (from the checkout, with the venv's Python):
-
-    .venv/bin/python bench/coldtier_bench.py [--rows 10000000] [--files 50] [--ch-rows 10000000]
+One command (from the checkout): ``bench/run.sh coldtier [--rows 10000000] [--files 50]
+[--ch-rows 10000000] [--repeat 3]`` (``--help`` for every option).
 
 1. Iceberg: a pyiceberg warehouse in a temporary directory with ``--rows`` trades in
    ``--files`` offload appends (plus a planted re-offload of 1,000 rows), then
@@ -15,10 +14,13 @@ One command (from the checkout, with the venv's Python):
    - the naive way, as the runbook's spark one-liner does it: the whole table into memory
      (``scan().to_arrow()``) and a group-by count on sequence_number,
    each in its own process, so the peak RSS of one does not hide in another's.
-2. ClickHouse: a throwaway clickhouse-server (127.0.0.1:28123/29000) with ``--ch-rows`` rows;
-   the module's queries over HTTP against the runbook's ``clickhouse-client -q`` shell queries.
+2. ClickHouse: a throwaway clickhouse-server (127.0.0.1, HTTP 28123, TCP 29000, interserver
+   29009 unless ``--ch-http-port`` / ``--ch-tcp-port`` / ``--ch-interserver-port``) with
+   ``--ch-rows`` rows; the module's queries over HTTP against the runbook's
+   ``clickhouse-client -q`` shell queries.
 
-Results are printed and appended as a section to docs/benchmarks.md (``--no-write`` to skip).
+Writes bench/results/coldtier-<time>.json (``--out DIR`` elsewhere) and the "Cold tier and
+source" section of docs/benchmarks.md, between the coldtier markers (``--no-doc`` to skip).
 """
 import argparse
 import datetime
@@ -35,6 +37,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, ".collections"))
 sys.path.insert(0, REPO)
+
+from _load import LoadSampler, sampled_text  # noqa: E402  (bench/_load.py)
 
 
 def _child(kind, root, table_name, extra):
@@ -116,7 +120,7 @@ def bench_iceberg(args, tmp):
         results[kind] = best
         print("iceberg %-20s %s" % (kind, json.dumps(best)), flush=True)
     # End to end: the module through ansible (process start, imports, catalog, scan, JSON).
-    from tests.support.ansible_module import run_module
+    from _ansible import run_module  # bench/_ansible.py
     from tests.support.iceberg_warehouse import catalog_properties
     started = time.time()
     res = run_module("iceberg_table_info", {"table": "cold.bench_trades",
@@ -135,7 +139,9 @@ def bench_clickhouse(args, tmp):
     from tests.support.clickhouse_server import CLIENT_BIN, ClickHouseServer, execute, TRADES_DDL
     from ansible_collections.k2.iceberg_offload.plugins.module_utils import clickhouse as ch
     from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import make_watermark
-    server = ClickHouseServer().start()  # its own /tmp dir: the clickhouse user must reach it
+    # its own /tmp dir: the clickhouse user must reach it; ports: the options or the class's defaults
+    server = ClickHouseServer(http_port=args.ch_http_port, tcp_port=args.ch_tcp_port,
+                              interserver_port=args.ch_interserver_port).start()
     try:
         url = server.url
         execute(url, "CREATE DATABASE bench")
@@ -216,20 +222,23 @@ def machine():
             "pyiceberg": pyiceberg.__version__}
 
 
-def write_markdown(ice, chq, m, args):
-    lines = ["", "## Cold tier and source (issue 4) — %s" % datetime.datetime.utcnow().strftime(
-        "%Y-%m-%d %H:%M UTC"), "",
-        "Machine: %d CPUs (%s), %s RAM; Python %s, pyarrow %s, pyiceberg %s. "
-        "Command: `%s`." % (m["nproc"], m["cpu"], m["memory"], m["python"], m["pyarrow"],
-                            m["pyiceberg"], (".venv/bin/python bench/coldtier_bench.py " + " ".join(
-                                a for a in sys.argv[1:] if a != "--no-write")).strip()), ""]
+def render(results):
+    """The docs section, between the coldtier markers, from a results dict (or its JSON file)."""
+    ice, chq, m, repeat = results["iceberg"], results["clickhouse"], results["machine"], results["repeat"]
+    lines = [
+        "<!-- coldtier:begin (written by bench/coldtier_bench.py; do not edit by hand) -->",
+        "## Cold tier and source (issue 4) — %s" % results["date"], "",
+        "Machine: %d CPUs (%s), %s RAM; Python %s, pyarrow %s, pyiceberg %s. Command: `%s`. %.0f s in all." % (
+            m["nproc"], m["cpu"], m["memory"], m["python"], m["pyarrow"], m["pyiceberg"], results["command"],
+            results["seconds"]), "",
+        "Load: %s. The machine is shared; times scale with the load." % _load_text(results), ""]
     if ice:
         r = ice["results"]
         lines += [
             "### Iceberg cold-tier scan, %s rows in %d data files (%s on disk), 1,000 planted duplicates"
             % ("{:,}".format(ice["rows"]), ice["files"], mib(ice["warehouse_bytes"])), "",
             "Each way in its own process; best of %d; peak RSS includes the interpreter and libraries "
-            "(%s before the scan)." % (args.repeat, mib(r["module"]["rss_before_bytes"])), "",
+            "(%s before the scan)." % (repeat, mib(r["module"]["rss_before_bytes"])), "",
             "| way | seconds | peak RSS | Arrow pool peak | answer |",
             "| --- | ---: | ---: | ---: | --- |",
             "| module scan (`iceberg_table_info`: count, max pair, duplicates, past watermark) "
@@ -260,7 +269,7 @@ def write_markdown(ice, chq, m, args):
             "", "Building the warehouse took %.1f s." % ice["build_seconds"], ""]
     if chq:
         lines += ["### ClickHouse source queries, %s rows (4 per second, ending now), median of %d"
-                  % ("{:,}".format(chq["rows"]), args.repeat + 2), "",
+                  % ("{:,}".format(chq["rows"]), repeat + 2), "",
                   "Watermark %s (15 minutes of rows behind). Module: HTTP from Python (requests); "
                   "runbook: `clickhouse-client -q` (includes starting the client)." % chq["watermark"],
                   "", "| query | way | ms | answer |", "| --- | --- | ---: | --- |"]
@@ -272,14 +281,52 @@ def write_markdown(ice, chq, m, args):
                       "share the watermark's second; its step 3.3 takes MAX(sequence_number) and the "
                       "timestamp from separate queries, so the pair it writes is not a pair any row "
                       "has.", ""]
+    lines += ["Raw figures: `bench/results/%s`." % os.path.basename(results["json"]),
+              "<!-- coldtier:end -->"]
+    return "\n".join(lines) + "\n"
+
+
+def _load_text(results):
+    if "loadavg_sampled" in results:
+        return "1-minute load average %.1f at the start, %.1f at the end of the run; during it %s" % (
+            results["loadavg_start"][0], results["loadavg_end"][0],
+            sampled_text(results["loadavg_sampled"], results["machine"]["nproc"]))
+    if "loadavg_start" in results:
+        return "1-minute load average %.1f at the start, %.1f at the end of the run (%d CPUs)" % (
+            results["loadavg_start"][0], results["loadavg_end"][0], results["machine"]["nproc"])
+    return "not recorded"
+
+
+def write_doc(section):
+    """Replace the section between the coldtier markers in docs/benchmarks.md (or append it)."""
     path = os.path.join(REPO, "docs", "benchmarks.md")
-    new = not os.path.exists(path)
-    with open(path, "a") as f:
-        if new:
-            f.write("# Benchmarks\n\nMeasured on this project's build machine; each section says how "
-                    "to reproduce it.\n")
-        f.write("\n".join(lines))
-    print("appended to %s" % path)
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
+    begin, end = "<!-- coldtier:begin", "<!-- coldtier:end -->"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end) + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def command_line(argv):
+    """The command for the docs: what was run, less the options that do not change a figure."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--no-doc", "--no-write"):
+            continue
+        if a in ("--out", "--ch-http-port", "--ch-tcp-port", "--ch-interserver-port"):
+            skip = True
+            continue
+        if a.split("=", 1)[0] in ("--out", "--ch-http-port", "--ch-tcp-port", "--ch-interserver-port"):
+            continue
+        out.append(a)
+    return " ".join(["bench/run.sh coldtier"] + out)
 
 
 def main():
@@ -290,25 +337,50 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-iceberg", action="store_true")
     ap.add_argument("--skip-clickhouse", action="store_true")
-    ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--child")
-    ap.add_argument("--root")
-    ap.add_argument("--table")
-    ap.add_argument("--extra")
+    ap.add_argument("--ch-http-port", type=int, help="the throwaway ClickHouse's HTTP port (default 28123)")
+    ap.add_argument("--ch-tcp-port", type=int, help="its native TCP port (default 29000)")
+    ap.add_argument("--ch-interserver-port", type=int, help="its interserver HTTP port (default 29009)")
+    ap.add_argument("--no-doc", "--no-write", dest="no_doc", action="store_true",
+                    help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--out", metavar="DIR", default=os.path.join(REPO, "bench", "results"),
+                    help="where the raw JSON goes (default bench/results)")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite docs/benchmarks.md from a results file")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--table", help=argparse.SUPPRESS)
+    ap.add_argument("--extra", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child_main(args.child, args.root, args.table, json.loads(args.extra))
-    tmp = tempfile.mkdtemp(prefix="k2-bench-")
-    try:
-        m = machine()
-        print("machine %s" % json.dumps(m), flush=True)
-        ice = None if args.skip_iceberg else bench_iceberg(args, tmp)
-        chq = None if args.skip_clickhouse else bench_clickhouse(args, tmp)
-        if not args.no_write:
-            write_markdown(ice, chq, m, args)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if args.render:
+        with open(args.render) as f:
+            print("wrote %s" % write_doc(render(json.load(f))))
+        return 0
+    started = time.time()
+    results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "command": command_line(sys.argv[1:]), "repeat": args.repeat, "loadavg_start": os.getloadavg()}
+    with LoadSampler() as load:
+        tmp = tempfile.mkdtemp(prefix="k2-bench-")
+        try:
+            results["machine"] = machine()
+            print("machine %s" % json.dumps(results["machine"]), flush=True)
+            results["iceberg"] = None if args.skip_iceberg else bench_iceberg(args, tmp)
+            results["clickhouse"] = None if args.skip_clickhouse else bench_clickhouse(args, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results["loadavg_sampled"] = load.summary()
+    results["seconds"] = time.time() - started
+    results["loadavg_end"] = os.getloadavg()
+    os.makedirs(args.out, exist_ok=True)
+    results["json"] = os.path.join(args.out, "coldtier-%s.json" % time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
+    with open(results["json"], "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    section = render(results)
+    print(section)
+    if not args.no_doc:
+        print("wrote %s" % write_doc(section))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmark: iceberg_dedupe's repair against the naive one on a 10 M-row cold table.
 
-One command (from the checkout): ``bench/run.sh dedupe [--rows N] [--dup-keys K] [--repeat R]``.
+One command (from the checkout): ``bench/run.sh dedupe [--rows N] [--dup-keys K] [--repeat R]``
+(``--help`` for every option).
 
 The table (a pyiceberg warehouse with the lab's SQL catalog and schema, in a temporary
 directory) is what a few watermark regressions leave: ``--files`` offload cycles of new
@@ -25,9 +26,10 @@ Contenders, each in a process of its own (so its peak RSS is its own), on the sa
 
 After each run the result is checked (rows, no duplicated key) and the table rolled back
 to the snapshot before the repair (a metadata-only commit), so every run starts from the
-same table. Writes ``bench/results/dedupe-<time>.json`` and the "Cold-tier repair" section
-of docs/benchmarks.md (``--no-doc`` to skip). Exit 1 when a goal is not met
-(>= 10x less data rewritten, >= 5x faster than naive, peak RSS < 512 MiB).
+same table. Writes ``bench/results/dedupe-<time>.json`` (``--out DIR`` elsewhere) and the
+"Cold-tier repair" section of docs/benchmarks.md (``--no-doc`` to skip). Exit 1 when a goal is
+not met (>= 10x less data rewritten, >= 5x faster than naive, peak RSS < 512 MiB), unless
+``--ignore-targets`` (tiny sizes, as make test's smoke run uses, miss them by design).
 """
 import argparse
 import json
@@ -43,6 +45,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for p in (os.path.join(REPO, ".collections"), REPO):
     if p not in sys.path:
         sys.path.insert(0, p)
+
+from _load import LoadSampler, sampled_text  # noqa: E402  (bench/_load.py)
 
 TABLE = "bench_trades"
 MIB = 1048576.0
@@ -208,7 +212,7 @@ def bench(args, root):
         results[name] = run_child(kind, root, allocator)
         verify_and_roll_back(root, built, results[name])
         log("%s: %s" % (name, json.dumps(results[name])))
-    from tests.support.ansible_module import run_module
+    from _ansible import run_module  # bench/_ansible.py: the module through `ansible`
     from tests.support.iceberg_warehouse import catalog_properties
     wall = time.time()
     r = run_module("iceberg_dedupe", {"table": "cold." + TABLE, "iceberg_catalog_properties": catalog_properties(root)})
@@ -282,6 +286,9 @@ def render(results):
         "Machine: %d CPUs (`nproc`), %.1f GiB memory, %s; kernel %s; Python %s, pyarrow %s, pyiceberg %s."
         % (m["nproc"], m["memory_gib"], m["cpu_model"], m["kernel"], m["python"], m["pyarrow"], m["pyiceberg"]),
         "",
+        "Load: %s. The machine is shared; times scale with the load, the bytes and the ratios much less."
+        % _load_text(results),
+        "",
         "Table: %s rows in %d data files (%s), SQL catalog on sqlite as in the lab; %s duplicated keys in %d "
         "regression cycles, each re-offloading the last %s rows of the cycle before together with as many new "
         "rows (built in %.0f s)." % (
@@ -347,6 +354,17 @@ def render(results):
     return "\n".join(lines) + "\n"
 
 
+def _load_text(results):
+    if "loadavg_sampled" in results:
+        return "1-minute load average %.1f at the start, %.1f at the end of the run; during it %s" % (
+            results["loadavg_start"][0], results["loadavg_end"][0],
+            sampled_text(results["loadavg_sampled"], results["machine"]["nproc"]))
+    if "loadavg_start" in results:
+        return "1-minute load average %.1f at the start, %.1f at the end of the run (%d CPUs)" % (
+            results["loadavg_start"][0], results["loadavg_end"][0], results["machine"]["nproc"])
+    return "not recorded"
+
+
 def write_doc(section):
     path = os.path.join(REPO, "docs", "benchmarks.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
@@ -368,6 +386,10 @@ def main():
     ap.add_argument("--regressions", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--out", metavar="DIR", default=os.path.join(REPO, "bench", "results"),
+                    help="where the raw JSON goes (default bench/results)")
+    ap.add_argument("--ignore-targets", action="store_true",
+                    help="exit 0 even when a goal is missed (a smoke run at a tiny size)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite docs/benchmarks.md from a results file")
     ap.add_argument("--child")
     ap.add_argument("--root")
@@ -379,22 +401,25 @@ def main():
             log("wrote %s" % write_doc(render(json.load(f))))
         return 0
     started = time.time()
-    tmp = tempfile.mkdtemp(prefix="k2-dedupe-bench-")
-    try:
-        results = bench(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    loadavg_start = os.getloadavg()
+    with LoadSampler() as load:
+        tmp = tempfile.mkdtemp(prefix="k2-dedupe-bench-")
+        try:
+            results = bench(args, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results["loadavg_sampled"] = load.summary()
     results["machine"] = machine()
     results["date"] = subprocess.check_output(["date", "-u", "+%Y-%m-%d %H:%M UTC"]).decode().strip()
     results["command"] = ("bench/run.sh dedupe " + " ".join(sys.argv[1:])).strip()
     results["seconds"] = time.time() - started
+    results["loadavg_start"], results["loadavg_end"] = loadavg_start, os.getloadavg()
     results["summary"] = s = summarize(results)
     results["goals"] = {"less_written": "met" if s["less_written"] >= 10 else "NOT met",
                         "speedup": "met" if s["speedup"] >= 5 else "NOT met",
                         "rss": "met" if s["module_peak_rss_mib"] < 512 else "NOT met"}
-    os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
-    results["json"] = os.path.join(REPO, "bench", "results",
-                                   "dedupe-%s.json" % time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
+    os.makedirs(args.out, exist_ok=True)
+    results["json"] = os.path.join(args.out, "dedupe-%s.json" % time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
     with open(results["json"], "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
     section = render(results)
@@ -404,7 +429,7 @@ def main():
     missed = [k for k, v in results["goals"].items() if v != "met"]
     if missed:
         log("goals not met: " + ", ".join(missed))
-        return 1
+        return 0 if args.ignore_targets else 1
     return 0
 
 

@@ -204,6 +204,8 @@ def main():
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--repeat", type=int, default=5, help="diagnosis runs on the healthy lab")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--out", metavar="DIR", default=os.path.join(REPO, "bench", "results"),
+                    help="where the raw JSON goes (default bench/results)")
     ap.add_argument("--render", metavar="JSON")
     args = ap.parse_args()
     if args.render:
@@ -223,8 +225,8 @@ def main():
         for fault in [f for f in args.faults.split(",") if f]:
             results["faults"].append(one_fault(fault, inventory, reports, cycle))
         results["seconds"] = time.time() - t0
-    os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
-    out = os.path.join(REPO, "bench", "results", "mttr-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
+    os.makedirs(args.out, exist_ok=True)
+    out = os.path.join(args.out, "mttr-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
     with open(out, "w") as fh:
         json.dump(results, fh, indent=2)
     text = render(results)

@@ -2,17 +2,21 @@
 # Copyright (c) K2 Platform Engineering
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-# Benchmarks, one command each:   bench/run.sh watermarks [--rows N] [--port P] [--no-doc]
-#                                  bench/run.sh coldtier [options]
-#                                  bench/run.sh dedupe [options]
-#                                  bench/run.sh mttr [--faults a,b] [--repeat N]   (needs the lab; ~15 min)
-#                                  bench/run.sh chaos [--seeds 1,2,3] [--steps N]  (needs the lab; make chaos)
-#                                  bench/run.sh all   (the default; what `make bench` runs; chaos is separate)
-# Results go to bench/results/ (raw JSON) and docs/benchmarks.md.
+# Benchmarks, one command each (each works alone after `make setup`; --help lists a bench's options):
+#   bench/run.sh watermarks [--rows N] [--port P] [--no-doc] [--out DIR]
+#   bench/run.sh coldtier [--rows N] [--files N] [--ch-rows N] [--repeat N] [--no-doc] [--out DIR]
+#   bench/run.sh dedupe [--rows N] [--dup-keys K] [--repeat N] [--no-doc] [--out DIR]
+#   bench/run.sh mttr [--faults a,b] [--repeat N] [--no-doc]   (needs the lab; ~15 min)
+#   bench/run.sh chaos [--seeds 1,2,3] [--steps N] [--no-doc]  (needs the lab; make chaos)
+#   bench/run.sh all   (the default; what `make bench` runs; chaos is separate)
+# Results go to bench/results/ (raw JSON; --out DIR elsewhere) and docs/benchmarks.md, each bench
+# its own section (--no-doc leaves the doc alone). `make test` runs watermarks, coldtier and
+# dedupe at a tiny size and mttr/chaos --help (tests/bench), so a broken bench fails the tests.
 # Environment: K2_VENV (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${K2_VENV:-$PWD/.venv}
+[ -x "$VENV/bin/python" ] || { echo "$0: no $VENV/bin/python: run \`make setup\` first (or set K2_VENV)" >&2; exit 2; }
 what=${1:-all}
 [ $# -gt 0 ] && shift
 case "$what" in

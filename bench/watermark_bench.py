@@ -15,8 +15,10 @@ for every contender:
    (no backup, and with a backup table), each on a fresh copy of the same 5 M rows,
    each with a writer inserting every 50 ms whose insert waits are recorded.
 
-Writes bench/results/watermarks-<time>.json and the "Watermark modules" section of
-docs/benchmarks.md. Usage: bench/run.sh watermarks [--rows N] [--port P]
+Writes bench/results/watermarks-<time>.json (``--out DIR`` elsewhere) and the "Watermark modules"
+section of docs/benchmarks.md (``--no-doc`` to skip). Exit 1 when a target is not met, unless
+``--ignore-targets`` (tiny sizes, as make test's smoke run uses, miss them by design).
+Usage: bench/run.sh watermarks [--rows N] [--port P] [--no-doc] [--out DIR] [--ignore-targets]
 """
 import argparse
 import datetime
@@ -36,10 +38,11 @@ for p in (os.path.join(REPO, ".collections"), REPO):
 import psycopg2  # noqa: E402
 
 from tests.support.postgres_server import PG_BIN, PostgresServer  # noqa: E402
-from tests.support.ansible_module import run_module  # noqa: E402
 from tests.support.writer import Writer  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import WatermarkStore  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import collect_info  # noqa: E402
+from _ansible import run_module  # noqa: E402  (bench/_ansible.py: the module through `ansible`)
+from _load import LoadSampler, sampled_text  # noqa: E402
 
 TABLES = ["bronze_trades_binance", "bronze_trades_kraken"]
 RUNBOOK_CLEANUP = """
@@ -345,6 +348,10 @@ def render(results):
 
 
 def _load_text(results):
+    if "loadavg_sampled" in results:
+        return "1-minute load average %.1f at the start, %.1f at the end of the run; during it %s" % (
+            results["loadavg_start"][0], results["loadavg_end"][0],
+            sampled_text(results["loadavg_sampled"], results["machine"]["nproc"]))
     if "loadavg_start" in results:
         return "1-minute load average %.1f at the start, %.1f at the end of the run (2 CPUs)" % (
             results["loadavg_start"][0], results["loadavg_end"][0])
@@ -371,6 +378,10 @@ def main():
     ap.add_argument("--rows", type=int, default=5000000)
     ap.add_argument("--port", type=int, default=int(os.environ.get("K2_BENCH_PG_PORT", "25434")))
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--out", metavar="DIR", default=os.path.join(REPO, "bench", "results"),
+                    help="where the raw JSON goes (default bench/results)")
+    ap.add_argument("--ignore-targets", action="store_true",
+                    help="exit 0 even when a target is missed (a smoke run at a tiny size)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite docs/benchmarks.md from a results file")
     args = ap.parse_args()
     if args.render:
@@ -380,25 +391,26 @@ def main():
     started = time.time()
     results = {"started": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), "machine": machine(),
                "loadavg_start": os.getloadavg()}
-    server = PostgresServer(args.port).start()
-    try:
-        conn = psycopg2.connect(**server.dsn())
-        conn.autocommit = True
-        results["server_version"] = sql(conn, "SHOW server_version")[0][0]
-        log("building %d rows" % args.rows)
-        results["rows"] = build_template(conn, args.rows)
-        fresh_table(conn)
-        bench_latest(server, conn, results)
-        conn.autocommit = True
-        bench_cleanup(server, conn, results)
-        conn.close()
-    finally:
-        server.stop()
+    with LoadSampler() as load:
+        server = PostgresServer(args.port).start()
+        try:
+            conn = psycopg2.connect(**server.dsn())
+            conn.autocommit = True
+            results["server_version"] = sql(conn, "SHOW server_version")[0][0]
+            log("building %d rows" % args.rows)
+            results["rows"] = build_template(conn, args.rows)
+            fresh_table(conn)
+            bench_latest(server, conn, results)
+            conn.autocommit = True
+            bench_cleanup(server, conn, results)
+            conn.close()
+        finally:
+            server.stop()
+    results["loadavg_sampled"] = load.summary()
     results["seconds"] = time.time() - started
     results["loadavg_end"] = os.getloadavg()
-    os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
-    results["json"] = os.path.join(REPO, "bench", "results",
-                                   "watermarks-%s.json" % time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
+    os.makedirs(args.out, exist_ok=True)
+    results["json"] = os.path.join(args.out, "watermarks-%s.json" % time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
     with open(results["json"], "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
     section = render(results)
@@ -418,7 +430,7 @@ def main():
         failed.append("insert wait p99 > 100 ms")
     if failed:
         log("targets not met: " + "; ".join(failed))
-        return 1
+        return 0 if args.ignore_targets else 1
     return 0
 
 

@@ -18,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 VENV=${K2_VENV:-$PWD/.venv}
 export ANSIBLE_COLLECTIONS_PATH=$PWD/.collections
-paths=${K2_TEST_PATHS:-"tests/gates tests/awx tests/integration tests/prometheus tests/sanity tests/matrix tests/molecule tests/lab"}
+paths=${K2_TEST_PATHS:-"tests/gates tests/awx tests/integration tests/prometheus tests/sanity tests/matrix tests/molecule tests/bench tests/lab"}
 existing=()
 for p in $paths; do [ -e "$p" ] && existing+=("$p"); done
 start=$(date +%s)
