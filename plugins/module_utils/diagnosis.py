@@ -158,6 +158,7 @@ class _Diagnosis(object):
         self.stale_unexplained = False
         self.cold_check = []     # why the cold tier should be read again, after the watermarks
         self.health = None
+        self.started_ago = None  # seconds since a running scheduler started
 
     # -- recording ----------------------------------------------------------------------------------
     def add(self, kind, text, tables=None, **data):
@@ -522,6 +523,7 @@ class _Diagnosis(object):
                 text += "; log: %s" % stopped.get("line")
             self.add("scheduler-stopped", text, result=unit.get("result"), restarts=unit.get("restarts"))
             return
+        self.started_ago = _seconds_between(unit.get("active_since"), sched.get("host_time"))
         f = log.get("file") or {}
         if not f.get("exists"):
             self.observe("scheduler-log-missing", "the scheduler log %s is missing (rotated or never written)"
@@ -662,6 +664,12 @@ class _Diagnosis(object):
             status = "recover"
         elif blocking:
             status = "escalate"
+        elif stale and self.started_ago is not None and self.started_ago < 2 * self.cycle:
+            # A scheduler started moments ago (by a recovery, or by hand) has not written every table yet.
+            status = "healthy"
+            self.observe("catching-up", "the scheduler started %s ago; %s will be fresh once its first cycles "
+                         "complete (look again in a cycle)" % (age_text(self.started_ago), ", ".join(stale)),
+                         tables=stale, started_seconds_ago=self.started_ago)
         elif stale:
             status = "escalate"
             self.stale_unexplained = True
@@ -677,6 +685,9 @@ class _Diagnosis(object):
                 summary += "; also to escalate: " + "; ".join(e["text"] for e in self.escalations)
         elif status == "escalate":
             summary = "unknown - escalate: " + "; ".join(e["text"] for e in self.escalations)
+        elif stale:
+            summary = "catching up: the scheduler started %s ago and has not written %s yet; no runbook scenario " \
+                      "applies" % (age_text(self.started_ago), ", ".join(stale))
         else:
             summary = "healthy: every table's watermark is fresh, matches what the cold tier holds, and no runbook " \
                       "scenario applies"
@@ -698,6 +709,16 @@ class _Diagnosis(object):
             "missing_facts": self.missing,
             "summary": summary,
         }
+
+
+def _seconds_between(earlier, later):
+    """Seconds from one "YYYY-mm-dd HH:MM:SS" UTC text to another; None when either is missing."""
+    fmt = "%Y-%m-%d %H:%M:%S"
+    try:
+        return (datetime.datetime.strptime(str(later)[:19], fmt)
+                - datetime.datetime.strptime(str(earlier)[:19], fmt)).total_seconds()
+    except (TypeError, ValueError):
+        return None
 
 
 def _rows_between(after_low, after_high):

@@ -524,3 +524,14 @@ def test_a_revoked_insert_privilege_is_a_write_failure_without_the_log():
     w = [x for x in d["findings"] if x["kind"] == "watermark-write-failed"]
     assert w and w[0]["data"]["fixable"] is False and "may not INSERT" in w[0]["text"]
     assert d["scenario_numbers"] == [4, 1]
+
+
+def test_a_scheduler_started_moments_ago_is_catching_up_not_unexplained():
+    f = stale_no_cause(healthy())
+    f["scheduler"]["host_time"] = "2026-02-12 10:00:10"
+    f["scheduler"]["unit"]["active_since"] = "2026-02-12 09:59:50"
+    d = dg.classify(f)
+    assert d["status"] == "healthy" and d["summary"].startswith("catching up"), d
+    assert "catching-up" in [o["kind"] for o in d["observations"]]
+    f["scheduler"]["unit"]["active_since"] = "2026-02-12 09:00:00"
+    assert dg.classify(f)["status"] == "escalate"
