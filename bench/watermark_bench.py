@@ -40,7 +40,7 @@ import psycopg2  # noqa: E402
 from tests.support.postgres_server import PG_BIN, PostgresServer  # noqa: E402
 from tests.support.writer import Writer  # noqa: E402
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import WatermarkStore  # noqa: E402
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import collect_info  # noqa: E402
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_inspect import collect_info  # noqa: E402
 from _ansible import run_module  # noqa: E402  (bench/_ansible.py: the module through `ansible`)
 from _load import LoadSampler, sampled_text  # noqa: E402
 

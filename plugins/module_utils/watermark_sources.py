@@ -6,7 +6,7 @@
 
 ``lookback`` asks the ClickHouse source (runbook Scenario 3 step 3, done with a real
 pair); ``cold_tier`` asks the Iceberg table what it really holds. Both hand a
-``Watermark`` per table to ``watermark_ops.run_reset(targets=...)``. The source check
+``Watermark`` per table to ``watermark_reset_run.run_reset(targets=...)``. The source check
 refuses any target past the source's greatest pair (the offload would skip rows).
 """
 

@@ -255,8 +255,9 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import
     parse_lock_timeout, postgres_common_argument_spec, watermark_write_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_cleanup_run import run_cleanup
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
-    module_audit_params, open_store, run_cleanup, run_or_fail)
+    module_audit_params, open_store, run_or_fail)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import validate_cleanup
 
 

@@ -384,8 +384,9 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import
     lock_timeout_argument_spec, postgres_common_argument_spec, psycopg2)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_inspect import collect_info
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
-    OperationError, collect_info, db_failure, open_store)
+    OperationError, db_failure, open_store)
 
 
 def main():

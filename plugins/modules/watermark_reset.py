@@ -362,7 +362,8 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import
     parse_lock_timeout, postgres_common_argument_spec, watermark_write_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
-    module_audit_params, open_store, run_reset, run_or_fail)
+    module_audit_params, open_store, run_or_fail)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_reset_run import run_reset
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import TARGET_STRATEGIES
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sources import (
     EXTERNAL_STRATEGIES, SourceCheck, SourceError, cold_tier_targets, lookback_targets)

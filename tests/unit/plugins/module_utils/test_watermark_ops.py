@@ -5,6 +5,7 @@
 choice between DELETE and the TRUNCATE rewrite (with a fake store)."""
 import pytest
 
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import watermark_cleanup_run as cleanup_run
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import watermark_ops as ops
 
 
@@ -52,7 +53,7 @@ def test_source_table_names_are_values_not_identifiers():
 
 
 def test_auto_rewrites_big_tables_where_few_rows_stay():
-    assert ops._choose_rewrite(FakeStore(), params(), None) is True
+    assert cleanup_run._choose_rewrite(FakeStore(), params(), None) is True
 
 
 @pytest.mark.parametrize("store,kw", [
@@ -67,15 +68,15 @@ def test_auto_rewrites_big_tables_where_few_rows_stay():
 ])
 def test_auto_falls_back_to_delete(store, kw):
     older = 30 * 86400 if kw.get("older_than") else None
-    assert ops._choose_rewrite(store, params(**kw), older) is False
+    assert cleanup_run._choose_rewrite(store, params(**kw), older) is False
 
 
 def test_forced_rewrite_refused_with_reason():
     with pytest.raises(ops.OperationError, match="backup=none"):
-        ops._choose_rewrite(FakeStore(), params(method="rewrite", backup="table"), None)
+        cleanup_run._choose_rewrite(FakeStore(), params(method="rewrite", backup="table"), None)
     with pytest.raises(ops.OperationError, match="TRUNCATE"):
-        ops._choose_rewrite(FakeStore(can_rewrite=False), params(method="rewrite"), None)
-    assert ops._choose_rewrite(FakeStore(rows=10), params(method="rewrite"), None) is True
+        cleanup_run._choose_rewrite(FakeStore(can_rewrite=False), params(method="rewrite"), None)
+    assert cleanup_run._choose_rewrite(FakeStore(rows=10), params(method="rewrite"), None) is True
 
 
 def test_index_names_derive_from_the_table_and_fit_63_bytes():
