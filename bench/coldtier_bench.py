@@ -52,7 +52,7 @@ def _child(kind, root, table_name, extra):
 def child_main(kind, root, table_name, extra):
     import pyarrow as pa
     from tests.support.iceberg_warehouse import Warehouse
-    from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg_scan
     from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import make_watermark
     table = Warehouse(root).catalog.load_table("cold." + table_name)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -60,16 +60,16 @@ def child_main(kind, root, table_name, extra):
     if kind == "module_one_group":
         # Worst case for memory: every file in one overlap group (as with no column bounds),
         # so the whole key column is held and sorted at once.
-        iceberg.overlap_groups = lambda tasks, key_field: [list(tasks)]
+        iceberg_scan.overlap_groups = lambda tasks, key_field: [list(tasks)]
         kind = "module"
     if kind == "module":
         wm = make_watermark(extra["watermark"][0], extra["watermark"][1])
-        r = iceberg.scan_table(table, watermark=wm)
+        r = iceberg_scan.scan_table(table, watermark=wm)
         out = {"rows": r["row_count"], "duplicate_rows": r["duplicates"]["duplicate_rows"],
                "max_pair": str(r["max_pair"]), "past_watermark": r["past_watermark"]["rows"],
                "arrow_peak_bytes": r["scan"]["arrow_peak_bytes"]}
     elif kind == "cold_tier_max_pair":
-        out = {"max_pair": str(iceberg.cold_tier_max_pair(table))}
+        out = {"max_pair": str(iceberg_scan.cold_tier_max_pair(table))}
     elif kind == "naive":
         # The runbook: spark.read.table(...).groupBy("sequence_number").count().where("count > 1")
         data = table.scan().to_arrow()

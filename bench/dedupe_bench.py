@@ -64,12 +64,12 @@ def child_main(kind, root):
     import pyarrow as pa
     import pyarrow.compute as pc
     from tests.support.iceberg_warehouse import catalog_properties
-    from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg, iceberg_repair
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg, iceberg_repair, iceberg_scan
 
     def open_table():
         return iceberg.open_table("cold." + TABLE, catalog_properties=catalog_properties(root), for_write=True)
 
-    base_rss = iceberg.peak_rss_bytes()
+    base_rss = iceberg_scan.peak_rss_bytes()
     started = time.time()
     if kind.startswith("module_one_group"):
         # Worst case for memory: every file in one overlap group (as a re-offload spanning the
@@ -111,7 +111,7 @@ def child_main(kind, root):
     else:
         raise SystemExit("unknown contender " + kind)
     out["seconds"] = round(time.time() - started, 3)
-    out["peak_rss_bytes"] = iceberg.peak_rss_bytes()  # VmHWM: ru_maxrss would count this bench's own peak
+    out["peak_rss_bytes"] = iceberg_scan.peak_rss_bytes()  # VmHWM: ru_maxrss would count this bench's own peak
     out["rss_before_bytes"] = base_rss
     out["arrow_pool_max_bytes"] = pa.default_memory_pool().max_memory()
     print(json.dumps(out))
@@ -183,8 +183,9 @@ def build(root, args):
 def verify_and_roll_back(root, built, result):
     from tests.support.iceberg_warehouse import catalog_properties
     from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg_scan
     table = iceberg.open_table("cold." + TABLE, catalog_properties=catalog_properties(root), for_write=True)
-    scanned = iceberg.scan_table(table, duplicates=True)
+    scanned = iceberg_scan.scan_table(table, duplicates=True)
     ok = scanned["row_count"] == built["unique_keys"] and scanned["duplicates"]["duplicate_rows"] == 0
     result["verified"] = {"rows": scanned["row_count"], "duplicate_rows": scanned["duplicates"]["duplicate_rows"],
                           "ok": ok}

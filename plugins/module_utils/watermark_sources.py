@@ -58,8 +58,8 @@ def lookback_targets(client, names, lookback, ts_col, seq_col):
 
 def cold_tier_targets(params, names, cold_table, ts_col, seq_col):
     """{table: Watermark}, {table: info}: the greatest pair the cold tier really holds."""
-    from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import (
-        IcebergError, cold_tier_max_pair, open_table_from_params)
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import IcebergError, open_table_from_params
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_scan import cold_tier_max_pair
     targets, info = {}, {}
     for name in names:
         identifier = format_per_table(cold_table, name, "cold_table")

@@ -247,8 +247,9 @@ scan:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import (
-    IcebergError, cold_tier_max_pair, describe_snapshot, ensure_required_libs, iceberg_argument_spec,
-    latest_watermark_snapshot, open_table_from_params, pair_result, scan_table, split_identifier)
+    IcebergError, describe_snapshot, ensure_required_libs, iceberg_argument_spec, latest_watermark_snapshot,
+    open_table_from_params, split_identifier)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_scan import cold_tier_max_pair, pair_result, scan_table
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden, redact_urls
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     Watermark, WatermarkError, format_timestamp, parse_sequence, parse_timestamp)

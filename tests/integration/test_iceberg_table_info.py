@@ -12,6 +12,8 @@ import os
 import pytest
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg_scan
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import Watermark
 from tests.support.ansible_module import run_module
 
@@ -133,8 +135,8 @@ def test_cold_tier_helpers(cold_tier):
     props = cold_tier["properties"]
     for name in ("clean", "dups", "past"):
         table = iceberg.open_table("cold." + name, catalog_properties=props)
-        assert iceberg.cold_tier_max_pair(table) == Watermark(*oracle(cold_tier["data"][name])["max_pair"])
-    assert iceberg.cold_tier_max_pair(iceberg.open_table("cold.empty", catalog_properties=props)) is None
+        assert iceberg_scan.cold_tier_max_pair(table) == Watermark(*oracle(cold_tier["data"][name])["max_pair"])
+    assert iceberg_scan.cold_tier_max_pair(iceberg.open_table("cold.empty", catalog_properties=props)) is None
     past = iceberg.open_table("cold.past", catalog_properties=props)
     snap = iceberg.latest_watermark_snapshot(past)
     assert iceberg.snapshot_watermark(snap) == Watermark(*cold_tier["past_watermark"])

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pytest
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg_scan
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import Watermark
 from tests.support.iceberg_warehouse import Warehouse, max_pair_of, trades
 
@@ -95,12 +97,12 @@ def names(groups):
 def test_overlap_groups_split_disjoint_files_and_join_overlaps():
     tasks = [_Task(0, 99, "a"), _Task(200, 299, "c"), _Task(100, 199, "b"), _Task(150, 160, "re"),
              _Task(299, 310, "edge")]
-    assert names(iceberg.overlap_groups(tasks, _key_field())) == [["a"], ["b", "re"], ["c", "edge"]]
+    assert names(iceberg_scan.overlap_groups(tasks, _key_field())) == [["a"], ["b", "re"], ["c", "edge"]]
 
 
 def test_overlap_groups_without_bounds_is_one_group():
     tasks = [_Task(0, 99, "a"), _Task(None, None, "nobounds"), _Task(200, 299, "c")]
-    assert names(iceberg.overlap_groups(tasks, _key_field())) == [["a", "c", "nobounds"]]
+    assert names(iceberg_scan.overlap_groups(tasks, _key_field())) == [["a", "c", "nobounds"]]
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,7 @@ def small(tmp_path_factory):
 def test_scan_matches_a_python_oracle(small, window):
     table, data = small[1], small[2]
     wm = (datetime.datetime(2026, 2, 12, 0, 3, 0), 721)
-    r = iceberg.scan_table(table, watermark=Watermark(*wm), sample_size=3, window_files=window)
+    r = iceberg_scan.scan_table(table, watermark=Watermark(*wm), sample_size=3, window_files=window)
     seqs = data.column("sequence_number").to_pylist()
     pairs = list(zip(data.column("exchange_timestamp").to_pylist(), seqs))
     counts = collections.Counter(seqs)
@@ -136,7 +138,7 @@ def test_scan_matches_a_python_oracle(small, window):
 
 def test_scan_without_duplicates_check(small):
     table, data = small[1], small[2]
-    r = iceberg.scan_table(table, duplicates=False)
+    r = iceberg_scan.scan_table(table, duplicates=False)
     assert r["duplicates"] is None and r["row_count"] == data.num_rows
 
 
@@ -150,12 +152,12 @@ def test_scan_without_duplicates_check(small):
 ])
 def test_scan_refuses_bad_arguments(small, kw, msg):
     with pytest.raises(iceberg.IcebergError, match=msg):
-        iceberg.scan_table(small[1], **kw)
+        iceberg_scan.scan_table(small[1], **kw)
 
 
 def test_cold_tier_max_pair_prunes_but_agrees(small):
     table, data = small[1], small[2]
-    assert iceberg.cold_tier_max_pair(table) == Watermark(*max_pair_of(data))
+    assert iceberg_scan.cold_tier_max_pair(table) == Watermark(*max_pair_of(data))
 
 
 def test_snapshot_watermark_ignores_broken_properties(small):
@@ -183,7 +185,7 @@ def test_scan_memory_stays_at_a_window_not_the_table(tmp_path):
     for i in range(40):
         wh.offload(t, trades(i * per, per))
     full_two_columns = 40 * per * 16  # timestamp + sequence, 8 bytes each: 32 MB
-    r = iceberg.scan_table(t, window_files=2)
+    r = iceberg_scan.scan_table(t, window_files=2)
     assert r["row_count"] == 40 * per
     assert r["duplicates"]["duplicate_rows"] == 0
     assert r["duplicates"]["overlap_groups"] == 40
@@ -191,7 +193,7 @@ def test_scan_memory_stays_at_a_window_not_the_table(tmp_path):
 
 
 def test_duplicates_of_a_timestamp_key_are_reported_as_text(small):
-    r = iceberg.scan_table(small[1], key_col="exchange_timestamp", sample_size=2)
+    r = iceberg_scan.scan_table(small[1], key_col="exchange_timestamp", sample_size=2)
     # 4 rows share each second in the fixture, so every timestamp repeats.
     assert r["duplicates"]["sample"][0]["count"] >= 4
     assert isinstance(r["duplicates"]["sample"][0]["key"], str)

@@ -15,6 +15,7 @@ from pyiceberg.types import (DateType, DoubleType, ListType, LongType, NestedFie
 
 from ansible_collections.k2.iceberg_offload.plugins.doc_fragments import iceberg as ice_doc
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg_scan
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg_repair as R
 from ansible_collections.k2.iceberg_offload.plugins.modules import iceberg_dedupe
 from tests.support.iceberg_warehouse import Warehouse, trades
@@ -379,7 +380,7 @@ def test_peak_rss_is_this_process_not_its_parent():
     for dummy in range(6):  # .../ansible_collections/k2/iceberg_offload/plugins/module_utils/iceberg.py
         collections_root = os.path.dirname(collections_root)
     code = ("import sys; sys.path[:0] = %r; from ansible_collections.k2.iceberg_offload.plugins.module_utils "
-            "import iceberg; print(iceberg.peak_rss_bytes())" % ([collections_root],))
+            "import iceberg_scan; print(iceberg_scan.peak_rss_bytes())" % ([collections_root],))
     child = int(subprocess.check_output([sys.executable, "-c", code]).decode().split()[-1])
-    assert child < 250 * 1024 * 1024 < iceberg.peak_rss_bytes()
+    assert child < 250 * 1024 * 1024 < iceberg_scan.peak_rss_bytes()
     del ballast
