@@ -138,6 +138,7 @@ def bench_iceberg(args, tmp):
 def bench_clickhouse(args, tmp):
     from tests.support.clickhouse_server import CLIENT_BIN, ClickHouseServer, execute, TRADES_DDL
     from ansible_collections.k2.iceberg_offload.plugins.module_utils import clickhouse as ch
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils import watermark_sources as sources
     from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import make_watermark
     # its own /tmp dir: the clickhouse user must reach it; ports: the options or the class's defaults
     server = ClickHouseServer(http_port=args.ch_http_port, tcp_port=args.ch_tcp_port,
@@ -162,7 +163,7 @@ def bench_clickhouse(args, tmp):
         wm_epoch = client.query("SELECT toUnixTimestamp(exchange_timestamp) FROM "
                                 "bench.bronze_trades_binance WHERE sequence_number = %d" % wm_seq)[0][0]
         wm = make_watermark(ch.from_epoch(wm_epoch).isoformat(), wm_seq)
-        cutoff = ch.lookback_cutoff(now, 86400)
+        cutoff = sources.lookback_cutoff(now, 86400)
         t = "bronze_trades_binance"
         module_queries = {
             "summary (count, min/max, max pair)": lambda: client.summary(t),

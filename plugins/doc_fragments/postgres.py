@@ -57,16 +57,6 @@ options:
       - Seconds to wait for the connection. Defaults to E(PGCONNECT_TIMEOUT), then C(10).
     type: int
     default: 10
-  watermark_table:
-    description:
-      - The watermark table, optionally schema-qualified (C(schema.table)).
-      - Resolved the way PostgreSQL resolves names in SQL. An unquoted part is ASCII letters, digits and
-        underscores (at most 63 characters, not starting with a digit) and is folded to lower case, so
-        C(Offload_Watermarks) is the scheduler's C(offload_watermarks). A double-quoted part
-        (C("Offload_Watermarks"), C(k2."Tbl")) is taken exactly, for a case-sensitive table; it may hold
-        letters, digits, C(_), C($) and C(-). Anything else is refused rather than quoted.
-    type: str
-    default: offload_watermarks
 requirements:
   - psycopg2 (C(psycopg2-binary) from PyPI) on the host that runs the module
 notes:
@@ -77,6 +67,21 @@ notes:
     C(ORDER BY created_at DESC LIMIT 1) reads; C(id) breaks ties between rows written in one transaction.
   - No secret (an option marked no_log, its environment fallback, a URL password, a secret-named key of a
     property dictionary) appears in results, messages, warnings, audit rows, backups or files.
+"""
+
+    # watermark_table, for every module that reads or writes it (not a connection option).
+    WATERMARK_TABLE = r"""
+options:
+  watermark_table:
+    description:
+      - The watermark table, optionally schema-qualified (C(schema.table)).
+      - Resolved the way PostgreSQL resolves names in SQL. An unquoted part is ASCII letters, digits and
+        underscores (at most 63 characters, not starting with a digit) and is folded to lower case, so
+        C(Offload_Watermarks) is the scheduler's C(offload_watermarks). A double-quoted part
+        (C("Offload_Watermarks"), C(k2."Tbl")) is taken exactly, for a case-sensitive table; it may hold
+        letters, digits, C(_), C($) and C(-). Anything else is refused rather than quoted.
+    type: str
+    default: offload_watermarks
 """
 
     # lock_timeout, for every module that reads or writes the watermark table.

@@ -45,8 +45,7 @@ except ImportError:  # pragma: no cover - exercised only without requests
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import redact_urls
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
-    Watermark, WatermarkError, format_timestamp)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import Watermark, format_timestamp
 
 EPOCH = datetime.datetime(1970, 1, 1)
 MAX_UINT64 = 2 ** 64 - 1
@@ -484,70 +483,3 @@ def _short(exc):
     text = redact_urls(str(exc))
     m = re.search(r"\[Errno -?\d+\] [^')\]]+", text)
     return m.group(0) if m else text[:300]
-
-
-# ---------------------------------------------------------------------------
-# Pure helpers for watermark_reset (lookback, the source's greatest pair).
-
-def lookback_cutoff(now, lookback_seconds):
-    """``now - lookback`` as a naive UTC datetime, whole seconds (ClickHouse's resolution)."""
-    cutoff = now - datetime.timedelta(seconds=lookback_seconds)
-    return cutoff.replace(microsecond=0)
-
-
-def lookback_watermark(client, table, lookback_seconds=86400, now=None,
-                       ts_col="exchange_timestamp", seq_col="sequence_number"):
-    """The runbook's initialisation done right: the greatest pair strictly before ``now - lookback``.
-
-    ``now`` defaults to the ClickHouse server's clock (as the runbook's ``now()``).
-    Returns ``(Watermark, cutoff)``. Raises ``NoSourceRowsError`` when the source has
-    no row before the cutoff: the runbook's pipeline would insert sequence 0 (or NULL)
-    there and re-offload everything.
-    """
-    if now is None:
-        now = client.server_info()["now"]
-    try:
-        cutoff = lookback_cutoff(now, lookback_seconds)
-    except OverflowError:
-        cutoff = None
-    if cutoff is None or cutoff < EPOCH:
-        raise ClickHouseInputError(
-            "lookback %ds reaches before 1970 (the server's now is %s); ClickHouse DateTime starts at 1970, so "
-            "there is no source row to take a watermark from. Use a shorter lookback, strategy=cold_tier or an "
-            "explicit pair" % (lookback_seconds, format_timestamp(now)))
-    before = client.before_cutoff(table, cutoff, ts_col, seq_col)
-    if before["max_pair"] is None:
-        raise NoSourceRowsError(
-            "source table %s has no row before %s (now - %ds); refusing to invent a watermark. "
-            "Use a longer lookback, the cold_tier strategy, or an explicit pair"
-            % (table, format_timestamp(cutoff), lookback_seconds))
-    return before["max_pair"], cutoff
-
-
-def source_greatest_pair(client, table, ts_col="exchange_timestamp", seq_col="sequence_number"):
-    """The greatest ``(timestamp, sequence)`` pair in the source table, or None when it is empty."""
-    return client.summary(table, ts_col, seq_col)["max_pair"]
-
-
-def check_not_past_source(target, source_greatest, table="", allow=False):
-    """Raise WatermarkError when ``target`` is past the source's greatest pair.
-
-    A watermark past every source row makes the offload skip whatever arrives between
-    the two pairs. An empty source (``source_greatest`` None) makes any target past it.
-    ``allow=True`` turns the check off (the caller says so explicitly).
-    """
-    if allow:
-        return
-    if source_greatest is None:
-        raise WatermarkError(
-            "source table %s is empty; a watermark %s would skip the first rows that arrive. "
-            "Pass the explicit override to set it anyway" % (table, target))
-    if tuple(target) > tuple(source_greatest):
-        raise WatermarkError(
-            "watermark %s is past the greatest pair in source table %s %s; the offload would skip "
-            "rows. Pass the explicit override to set it anyway" % (target, table, source_greatest))
-
-
-def pair_result(pair):
-    """A Watermark (or None) as the dict modules return."""
-    return pair.as_dict() if pair is not None else None

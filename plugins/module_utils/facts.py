@@ -38,8 +38,8 @@ def why_missing(name, result):
 
 def pair_key(entry):
     """A watermark entry ({max_timestamp, sequence_number}) as a comparable Watermark."""
-    from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import make_watermark
-    return make_watermark(entry.get("max_timestamp"), entry.get("sequence_number") or 0)
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import Watermark
+    return Watermark.from_dict(dict(entry, sequence_number=entry.get("sequence_number") or 0))
 
 
 def fmt_pair(entry):

@@ -59,7 +59,8 @@ except ImportError:  # pragma: no cover - exercised only without the libraries
     LIBS_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import IcebergError, describe_snapshot
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_scan import ScanStats, overlap_groups, peak_rss_bytes
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_scan import (
+    ScanStats, overlap_groups, peak_rss_bytes)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     WatermarkError, format_timestamp, parse_timestamp)
 

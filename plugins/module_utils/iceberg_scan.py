@@ -302,6 +302,3 @@ def cold_tier_max_pair(table, ts_col="exchange_timestamp", seq_col="sequence_num
             best = _greater(best, _batch_max_pair(batch.column(ts_col), batch.column(seq_col)))
     return Watermark(*best) if best else None
 
-
-def pair_result(pair):
-    return pair.as_dict() if pair is not None else None

@@ -52,7 +52,7 @@ class TableNameError(ValueError):
 
 
 def postgres_common_argument_spec():
-    """Connection options shared by every module (documented in doc_fragments/postgres.py)."""
+    """Connection options shared by every PostgreSQL module (documented in doc_fragments/postgres.py)."""
     return dict(
         login_host=dict(type="str", aliases=["host"], fallback=(env_fallback, ["PGHOST"])),
         port=dict(type="int", default=5432, aliases=["login_port"], fallback=(env_fallback, ["PGPORT"])),
@@ -64,8 +64,13 @@ def postgres_common_argument_spec():
         ca_cert=dict(type="path", aliases=["ssl_rootcert", "sslrootcert"],
                      fallback=(env_fallback, ["PGSSLROOTCERT"])),
         connect_timeout=dict(type="int", default=10, fallback=(env_fallback, ["PGCONNECT_TIMEOUT"])),
-        watermark_table=dict(type="str", default="offload_watermarks"),
     )
+
+
+def watermark_table_argument_spec():
+    """``watermark_table``, for the modules that read or write it (doc fragment postgres.WATERMARK_TABLE);
+    the connection spec above is connection options only, as community.postgresql keeps it."""
+    return dict(watermark_table=dict(type="str", default="offload_watermarks"))
 
 
 def lock_timeout_argument_spec():

@@ -15,8 +15,10 @@ __metaclass__ = type
 import json
 import re
 
-from ansible.module_utils.six.moves.urllib.parse import urlencode, urlsplit, urlunsplit
+from ansible.module_utils.six.moves.urllib.parse import urlencode
 from ansible.module_utils.urls import open_url
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import redact_urls
 
 _METRIC_RE = re.compile(r"\A[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_RE = re.compile(r"\A[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -24,20 +26,6 @@ _LABEL_RE = re.compile(r"\A[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 class PrometheusError(Exception):
     pass
-
-
-def redact_url(url):
-    """The URL without user information (a password in it is never printed)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparseable URL)"
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += ":%d" % parts.port
-        parts = parts._replace(netloc="***@" + host)
-    return urlunsplit(parts)
 
 
 def check_names(metric, label, alert_name):
@@ -53,7 +41,7 @@ class PrometheusClient(object):
     def __init__(self, url, timeout=5, validate_certs=True, token=None, ca_path=None):
         if not url or not url.startswith(("http://", "https://")):
             raise PrometheusError("prometheus_url must be an http:// or https:// URL, got %r"
-                                  % (redact_url(url or ""),))
+                                  % (redact_urls(url or ""),))
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.validate_certs = validate_certs
@@ -69,15 +57,15 @@ class PrometheusClient(object):
         except Exception as e:  # HTTPError, URLError, socket errors, SSL errors
             text = getattr(e, "reason", None) or e
             raise PrometheusError("Prometheus at %s did not answer %s: %s"
-                                  % (redact_url(self.url), path, str(text)[:300]))
+                                  % (redact_urls(self.url), path, str(text)[:300]))
         try:
             data = json.loads(body)
         except ValueError:
             raise PrometheusError("Prometheus at %s answered %s with something that is not JSON"
-                                  % (redact_url(self.url), path))
+                                  % (redact_urls(self.url), path))
         if data.get("status") != "success":
             raise PrometheusError("Prometheus at %s: %s: %s" % (
-                redact_url(self.url), data.get("errorType"), data.get("error")))
+                redact_urls(self.url), data.get("errorType"), data.get("error")))
         return data.get("data")
 
     def query(self, expr):
@@ -143,7 +131,7 @@ def watermark_facts(client, metric="watermark_timestamp_seconds", table_label="t
         labels = t.get("labels") or {}
         item = {"job": labels.get("job"), "instance": labels.get("instance"), "health": t.get("health"),
                 "last_error": (t.get("lastError") or "")[:300] or None, "last_scrape": t.get("lastScrape"),
-                "scrape_url": redact_url(t.get("scrapeUrl") or "")}
+                "scrape_url": redact_urls(t.get("scrapeUrl") or "")}
         out["targets"].append(item)
         if item["health"] != "up":
             out["unhealthy_targets"].append(item)

@@ -15,15 +15,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError, make_watermark
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import Watermark, WatermarkError
 
 
 def _pair(entry):
-    if not entry:
-        return None
-    if isinstance(entry, (list, tuple)):
-        return make_watermark(entry[0], entry[1])
-    return make_watermark(entry["max_timestamp"], entry["sequence_number"])
+    return Watermark.from_dict(entry) if entry else None
 
 
 def _num(value, name, minimum):

@@ -43,6 +43,17 @@ class Watermark(namedtuple("Watermark", ["max_timestamp", "sequence_number"])):
             "sequence_number": self.sequence_number,
         }
 
+    @classmethod
+    def from_dict(cls, entry, name="watermark"):
+        """A Watermark from ``{max_timestamp, sequence_number}`` (a module's result, an entry, an option) or a
+        ``(timestamp, sequence)`` pair; every value is checked (WatermarkError)."""
+        if isinstance(entry, (list, tuple)) and len(entry) == 2:
+            return make_watermark(entry[0], entry[1])
+        if not isinstance(entry, dict):
+            raise WatermarkError("%s must be {max_timestamp, sequence_number}, got %r" % (name, entry))
+        return cls(parse_timestamp(entry.get("max_timestamp"), name + ".max_timestamp"),
+                   parse_sequence(entry.get("sequence_number"), name + ".sequence_number"))
+
     def __str__(self):
         return "(%s, %d)" % (format_timestamp(self.max_timestamp), self.sequence_number)
 
@@ -99,6 +110,11 @@ def parse_sequence(value, name="sequence_number"):
 
 def make_watermark(max_timestamp, sequence_number):
     return Watermark(parse_timestamp(max_timestamp), parse_sequence(sequence_number))
+
+
+def pair_dict(pair):
+    """A Watermark (or None) as the dict every module returns: {max_timestamp, sequence_number} (or None)."""
+    return pair.as_dict() if pair is not None else None
 
 
 def parse_duration(value, name="duration"):

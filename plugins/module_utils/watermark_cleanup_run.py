@@ -17,7 +17,7 @@ import time
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import parse_table_name, pg_sql, psycopg2
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
-    WatermarkError, make_watermark, utcnow)
+    Watermark, WatermarkError, utcnow)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
     OperationError, _backup, _free_backup_name, _remove_backup_file, acquire_advisory_lock, audit_params,
     check_source_table_names, db_failure, release_advisory_lock, remaining_ms, rollback_quietly)
@@ -118,7 +118,7 @@ def run_cleanup(store, params, check_mode, module_name="k2.iceberg_offload.water
                                  params.get("regressions_only"), params.get("above_pair"))
         above = params.get("above_pair")
         if above is not None:
-            above = make_watermark(above.get("max_timestamp"), above.get("sequence_number"))
+            above = Watermark.from_dict(above, "above_pair")
     except WatermarkError as e:
         raise OperationError(str(e))
     audited = audit_params(params) if audited is None else audited

@@ -20,7 +20,7 @@ import time
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
     TableNameError, connect_to_db, ensure_required_libs, error_text, parse_lock_timeout, parse_table_name,
-    postgres_common_argument_spec, psycopg2, watermark_write_argument_spec)
+    postgres_common_argument_spec, psycopg2, watermark_table_argument_spec, watermark_write_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import audit_parameters
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import default_backup_name
@@ -36,6 +36,7 @@ def audit_params(params, argument_spec=None, secrets=()):
     no_log_values), no URL password, no unset value."""
     if argument_spec is None:
         argument_spec = dict(postgres_common_argument_spec(), **watermark_write_argument_spec())
+        argument_spec.update(watermark_table_argument_spec())
     return audit_parameters(params, argument_spec, secrets)
 
 

@@ -2,7 +2,8 @@
 # Copyright (c) K2 Platform Engineering
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Watermark targets that come from outside the watermark table. Private to this collection.
+"""Watermark targets that come from outside the watermark table, and the source's rules for them.
+Private to this collection.
 
 ``lookback`` asks the ClickHouse source (runbook Scenario 3 step 3, done with a real
 pair); ``cold_tier`` asks the Iceberg table what it really holds. Both hand a
@@ -14,18 +15,78 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.clickhouse import (
+    EPOCH, ClickHouseError, ClickHouseInputError, NoSourceRowsError)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
-    WatermarkError, format_timestamp, parse_duration)
+    WatermarkError, format_timestamp, pair_dict, parse_duration)
 
 EXTERNAL_STRATEGIES = ("lookback", "cold_tier")
 
 
+# -- the source's rules (ClickHouse): the lookback pair, the greatest pair, never past it ----------------
+def lookback_cutoff(now, lookback_seconds):
+    """``now - lookback`` as a naive UTC datetime, whole seconds (ClickHouse's resolution)."""
+    cutoff = now - datetime.timedelta(seconds=lookback_seconds)
+    return cutoff.replace(microsecond=0)
+
+
+def lookback_watermark(client, table, lookback_seconds=86400, now=None,
+                       ts_col="exchange_timestamp", seq_col="sequence_number"):
+    """The runbook's initialisation done right: the greatest pair strictly before ``now - lookback``.
+
+    ``now`` defaults to the ClickHouse server's clock (as the runbook's ``now()``).
+    Returns ``(Watermark, cutoff)``. Raises ``NoSourceRowsError`` when the source has
+    no row before the cutoff: the runbook's pipeline would insert sequence 0 (or NULL)
+    there and re-offload everything.
+    """
+    if now is None:
+        now = client.server_info()["now"]
+    try:
+        cutoff = lookback_cutoff(now, lookback_seconds)
+    except OverflowError:
+        cutoff = None
+    if cutoff is None or cutoff < EPOCH:
+        raise ClickHouseInputError(
+            "lookback %ds reaches before 1970 (the server's now is %s); ClickHouse DateTime starts at 1970, so "
+            "there is no source row to take a watermark from. Use a shorter lookback, strategy=cold_tier or an "
+            "explicit pair" % (lookback_seconds, format_timestamp(now)))
+    before = client.before_cutoff(table, cutoff, ts_col, seq_col)
+    if before["max_pair"] is None:
+        raise NoSourceRowsError(
+            "source table %s has no row before %s (now - %ds); refusing to invent a watermark. "
+            "Use a longer lookback, the cold_tier strategy, or an explicit pair"
+            % (table, format_timestamp(cutoff), lookback_seconds))
+    return before["max_pair"], cutoff
+
+
+def source_greatest_pair(client, table, ts_col="exchange_timestamp", seq_col="sequence_number"):
+    """The greatest ``(timestamp, sequence)`` pair in the source table, or None when it is empty."""
+    return client.summary(table, ts_col, seq_col)["max_pair"]
+
+
+def check_not_past_source(target, source_greatest, table="", allow=False):
+    """Raise WatermarkError when ``target`` is past the source's greatest pair.
+
+    A watermark past every source row makes the offload skip whatever arrives between
+    the two pairs. An empty source (``source_greatest`` None) makes any target past it.
+    ``allow=True`` turns the check off (the caller says so explicitly).
+    """
+    if allow:
+        return
+    if source_greatest is None:
+        raise WatermarkError(
+            "source table %s is empty; a watermark %s would skip the first rows that arrive. "
+            "Pass the explicit override to set it anyway" % (table, target))
+    if tuple(target) > tuple(source_greatest):
+        raise WatermarkError(
+            "watermark %s is past the greatest pair in source table %s %s; the offload would skip "
+            "rows. Pass the explicit override to set it anyway" % (target, table, source_greatest))
+
+
 class SourceError(Exception):
     """A target could not be computed, or was refused; nothing has been written."""
-
-
-def _pair(pair):
-    return pair.as_dict() if pair is not None else None
 
 
 def format_per_table(template, table, option):
@@ -38,8 +99,6 @@ def format_per_table(template, table, option):
 
 def lookback_targets(client, names, lookback, ts_col, seq_col):
     """{table: Watermark}, {table: info}: the greatest real pair strictly before ``now - lookback``."""
-    from ansible_collections.k2.iceberg_offload.plugins.module_utils.clickhouse import (
-        ClickHouseError, ClickHouseInputError, lookback_watermark)
     try:
         seconds = int(parse_duration(lookback, "lookback"))
     except WatermarkError as e:
@@ -52,7 +111,7 @@ def lookback_targets(client, names, lookback, ts_col, seq_col):
             raise SourceError(str(e))
         targets[name] = pair
         info[name] = {"strategy": "lookback", "lookback_seconds": seconds,
-                      "cutoff": format_timestamp(cutoff), "pair": _pair(pair)}
+                      "cutoff": format_timestamp(cutoff), "pair": pair_dict(pair)}
     return targets, info
 
 
@@ -77,7 +136,7 @@ def cold_tier_targets(params, names, cold_table, ts_col, seq_col):
                 "(if the cold tier is really empty) or strategy=pair" % (location or identifier, name))
         snapshot = table.current_snapshot()
         targets[name] = pair
-        info[name] = {"strategy": "cold_tier", "cold_table": location or identifier, "pair": _pair(pair),
+        info[name] = {"strategy": "cold_tier", "cold_table": location or identifier, "pair": pair_dict(pair),
                       "snapshot_id": snapshot.snapshot_id if snapshot is not None else None}
     return targets, info
 
@@ -93,8 +152,6 @@ class SourceCheck(object):
         self.greatest = {}
 
     def __call__(self, name, target):
-        from ansible_collections.k2.iceberg_offload.plugins.module_utils.clickhouse import (
-            ClickHouseError, ClickHouseInputError, check_not_past_source, source_greatest_pair)
         if name not in self.greatest:
             try:
                 self.greatest[name] = source_greatest_pair(self.client, name, self.ts_col, self.seq_col)
@@ -109,4 +166,4 @@ class SourceCheck(object):
     def info(self, name):
         if name not in self.greatest:
             return None
-        return _pair(self.greatest[name])
+        return pair_dict(self.greatest[name])

@@ -26,8 +26,6 @@ extends_documentation_fragment:
   - k2.iceberg_offload.postgres
   - k2.iceberg_offload.attributes
   - k2.iceberg_offload.attributes.INFO_MODULE
-notes:
-  - O(watermark_table) is not used.
 """
 
 EXAMPLES = r"""

@@ -24,6 +24,7 @@ description:
     become busy in between is left alone. This session is never ended.
 extends_documentation_fragment:
   - k2.iceberg_offload.postgres
+  - k2.iceberg_offload.postgres.WATERMARK_TABLE
   - k2.iceberg_offload.attributes
 attributes:
   check_mode:
@@ -122,7 +123,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
     TableNameError, connect_to_db, ensure_required_libs, error_text, parse_table_name, postgres_common_argument_spec,
-    psycopg2)
+    psycopg2, watermark_table_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError, parse_duration
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql import (
     connection_slots, idle_sessions, terminate_sessions)
@@ -130,6 +131,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql i
 
 def main():
     argument_spec = postgres_common_argument_spec()
+    argument_spec.update(watermark_table_argument_spec())
     argument_spec.update(
         session_database=dict(type="str"),
         older_than=dict(type="str", default="10m"),

@@ -249,10 +249,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import (
     IcebergError, describe_snapshot, ensure_required_libs, iceberg_argument_spec, latest_watermark_snapshot,
     open_table_from_params, split_identifier)
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_scan import cold_tier_max_pair, pair_result, scan_table
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_scan import cold_tier_max_pair, scan_table
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden, redact_urls
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
-    Watermark, WatermarkError, format_timestamp, parse_sequence, parse_timestamp)
+    Watermark, WatermarkError, format_timestamp, pair_dict, parse_sequence, parse_timestamp)
 
 _COLUMN_OPTIONS = ("timestamp_column", "sequence_column", "key_column")
 
@@ -306,7 +306,7 @@ def main():
         }
         if p["max_pair_only"]:
             # The greatest pair alone, from the files whose bounds can hold it (the diagnosis' every-run check).
-            result["max_pair"] = pair_result(cold_tier_max_pair(table, p["timestamp_column"], p["sequence_column"]))
+            result["max_pair"] = pair_dict(cold_tier_max_pair(table, p["timestamp_column"], p["sequence_column"]))
             result.update(row_count=None, min_timestamp=None, duplicates=None, past_watermark=None, scan=None)
             result["latest_snapshot"] = describe_snapshot(table.current_snapshot())
             result["latest_watermark_snapshot"] = describe_snapshot(latest_watermark_snapshot(table))
@@ -316,12 +316,12 @@ def main():
                              sample_size=p["duplicate_sample_size"])
         result["row_count"] = scanned["row_count"]
         result["min_timestamp"] = format_timestamp(scanned["min_timestamp"])
-        result["max_pair"] = pair_result(scanned["max_pair"])
+        result["max_pair"] = pair_dict(scanned["max_pair"])
         result["duplicates"] = scanned["duplicates"]
         past = scanned["past_watermark"]
         if past is not None:
             past = {"watermark": past["watermark"].as_dict(), "rows": past["rows"],
-                    "max_pair": pair_result(past["max_pair"])}
+                    "max_pair": pair_dict(past["max_pair"])}
         result["past_watermark"] = past
         result["latest_snapshot"] = describe_snapshot(table.current_snapshot())
         result["latest_watermark_snapshot"] = describe_snapshot(latest_watermark_snapshot(table))

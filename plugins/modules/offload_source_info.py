@@ -192,7 +192,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.clickhouse import (
     ClickHouseClient, ClickHouseError, ClickHouseInputError, clickhouse_argument_spec,
-    ensure_required_libs, lookback_cutoff, pair_result, split_table, validate_identifier)
+    ensure_required_libs, split_table, validate_identifier)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import pair_dict
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sources import lookback_cutoff
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     Watermark, WatermarkError, format_timestamp, parse_duration, parse_sequence, parse_timestamp)
@@ -280,21 +282,21 @@ def main():
                 "total_rows": summary["total_rows"],
                 "min_timestamp": _text(summary["min_timestamp"]),
                 "max_timestamp": _text(summary["max_timestamp"]),
-                "max_pair": pair_result(summary["max_pair"]),
+                "max_pair": pair_dict(summary["max_pair"]),
                 "after_watermark": None,
             }
             if table in watermarks:
                 after = client.after_watermark(table, watermarks[table], ts_col, seq_col)
                 entry["after_watermark"] = {"watermark": watermarks[table].as_dict(),
                                             "rows": after["rows"],
-                                            "max_pair": pair_result(after["max_pair"])}
+                                            "max_pair": pair_dict(after["max_pair"])}
                 if p["upto_watermark"]:
                     entry["upto_watermark"] = {
                         "watermark": watermarks[table].as_dict(),
                         "rows": client.upto_watermark(table, watermarks[table], ts_col, seq_col)}
             before = client.before_cutoff(table, cutoff, ts_col, seq_col)
             entry["before_cutoff"] = {"cutoff": _text(cutoff), "rows": before["rows"],
-                                      "max_pair": pair_result(before["max_pair"])}
+                                      "max_pair": pair_dict(before["max_pair"])}
             result["tables"][table] = entry
     except (ClickHouseError, ClickHouseInputError) as e:
         module.fail_json(msg=str(e), **result)

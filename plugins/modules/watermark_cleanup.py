@@ -32,6 +32,7 @@ description:
     docs/benchmarks.md).
 extends_documentation_fragment:
   - k2.iceberg_offload.postgres
+  - k2.iceberg_offload.postgres.WATERMARK_TABLE
   - k2.iceberg_offload.postgres.WRITE
   - k2.iceberg_offload.attributes
   - k2.iceberg_offload.attributes.IDEMPOTENT
@@ -252,7 +253,7 @@ audit_ids:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    parse_lock_timeout, postgres_common_argument_spec, watermark_write_argument_spec)
+    parse_lock_timeout, postgres_common_argument_spec, watermark_table_argument_spec, watermark_write_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_cleanup_run import run_cleanup
@@ -263,6 +264,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan 
 
 def main():
     argument_spec = postgres_common_argument_spec()
+    argument_spec.update(watermark_table_argument_spec())
     argument_spec.update(watermark_write_argument_spec())
     argument_spec.update(
         tables=dict(type="list", elements="str", aliases=["table_name"]),

@@ -31,6 +31,7 @@ description:
     module fails and names the sessions holding it.
 extends_documentation_fragment:
   - k2.iceberg_offload.postgres
+  - k2.iceberg_offload.postgres.WATERMARK_TABLE
   - k2.iceberg_offload.postgres.LOCK_TIMEOUT
   - k2.iceberg_offload.attributes
   - k2.iceberg_offload.attributes.INFO_MODULE
@@ -381,7 +382,7 @@ health:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    lock_timeout_argument_spec, postgres_common_argument_spec, psycopg2)
+    lock_timeout_argument_spec, postgres_common_argument_spec, watermark_table_argument_spec, psycopg2)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_inspect import collect_info
@@ -391,6 +392,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops i
 
 def main():
     argument_spec = postgres_common_argument_spec()
+    argument_spec.update(watermark_table_argument_spec())
     argument_spec.update(
         tables=dict(type="list", elements="str", aliases=["table_name"]),
         stale_after=dict(type="int", default=3600),

@@ -45,6 +45,7 @@ description:
     Scenario 4 step 6)."
 extends_documentation_fragment:
   - k2.iceberg_offload.postgres
+  - k2.iceberg_offload.postgres.WATERMARK_TABLE
   - k2.iceberg_offload.postgres.WRITE
   - k2.iceberg_offload.clickhouse
   - k2.iceberg_offload.iceberg
@@ -359,7 +360,7 @@ audit_ids:
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
-    parse_lock_timeout, postgres_common_argument_spec, watermark_write_argument_spec)
+    parse_lock_timeout, postgres_common_argument_spec, watermark_table_argument_spec, watermark_write_argument_spec)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
     module_audit_params, open_store, run_or_fail)
@@ -373,6 +374,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg 
 
 def argument_spec():
     spec = postgres_common_argument_spec()
+    spec.update(watermark_table_argument_spec())
     spec.update(watermark_write_argument_spec())
     spec.update(ch_utils.clickhouse_argument_spec())
     # No default URL here: the source is asked only when the play says where it is.

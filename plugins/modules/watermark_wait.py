@@ -25,6 +25,7 @@ extends_documentation_fragment:
   - k2.iceberg_offload.attributes
   - k2.iceberg_offload.attributes.ACTION
   - k2.iceberg_offload.postgres
+  - k2.iceberg_offload.postgres.WATERMARK_TABLE
 attributes:
   check_mode:
     support: full

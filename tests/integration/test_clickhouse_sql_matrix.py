@@ -28,6 +28,8 @@ import requests
 from chdb import session as chdb_session
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import clickhouse as ch
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import watermark_sources as sources
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import Watermark
 from tests.support.clickhouse_server import TRADES_DDL, execute
 
@@ -300,11 +302,11 @@ def _client_answers(client, db):
         out["upto"][table] = [client.upto_watermark(table, wm) for wm in _watermarks()]
         for seconds in (0, 3600, 86400 * 365 * 56, 86400 * 365 * 57):
             try:
-                res = ch.lookback_watermark(client, table, seconds, now=BASE + datetime.timedelta(hours=4))
+                res = sources.lookback_watermark(client, table, seconds, now=BASE + datetime.timedelta(hours=4))
             except (ch.ClickHouseError, ch.ClickHouseInputError) as e:
                 res = ("error", type(e).__name__)
             out["lookback"]["%s %d" % (table, seconds)] = res
-        out["source_greatest_pair %s" % table] = ch.source_greatest_pair(client, table)
+        out["source_greatest_pair %s" % table] = sources.source_greatest_pair(client, table)
     info = client.server_info()
     out["server_info"] = (info["timezone"] in UTC_NAMES, sorted(info))
     return out

@@ -12,6 +12,8 @@ import json
 import pytest
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import clickhouse as ch
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import watermark_sources as sources
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import Watermark
 from tests.support.ansible_module import run_module
 from tests.support.clickhouse_server import (
@@ -145,19 +147,19 @@ def test_source_with_rows_only_after_the_cutoff(clickhouse, source):
     client = ch.ClickHouseClient(url=clickhouse["url"], database=clickhouse["database"],
                                  user=clickhouse["user"], password=clickhouse["password"])
     with pytest.raises(ch.NoSourceRowsError, match="no row before"):
-        ch.lookback_watermark(client, "src_recent", 86400)
+        sources.lookback_watermark(client, "src_recent", 86400)
 
 
 def test_helpers_for_watermark_reset(clickhouse, source):
     client = ch.ClickHouseClient(url=clickhouse["url"], database=clickhouse["database"],
                                  user=clickhouse["user"], password=clickhouse["password"])
     rows = source["rows"]["bronze_trades_binance"]
-    wm, cutoff = ch.lookback_watermark(client, "bronze_trades_binance", 86400)
+    wm, cutoff = sources.lookback_watermark(client, "bronze_trades_binance", 86400)
     assert wm == Watermark(*max(x for x in rows if x[0] < cutoff))
-    assert ch.source_greatest_pair(client, "bronze_trades_binance") == Watermark(*max(rows))
-    assert ch.source_greatest_pair(client, "src_empty") is None
+    assert sources.source_greatest_pair(client, "bronze_trades_binance") == Watermark(*max(rows))
+    assert sources.source_greatest_pair(client, "src_empty") is None
     with pytest.raises(ValueError, match="past the greatest pair"):
-        ch.check_not_past_source(Watermark(max(rows)[0], max(rows)[1] + 1), Watermark(*max(rows)), "b")
+        sources.check_not_past_source(Watermark(max(rows)[0], max(rows)[1] + 1), Watermark(*max(rows)), "b")
 
 
 def test_check_mode_and_read_only_user(clickhouse, source):

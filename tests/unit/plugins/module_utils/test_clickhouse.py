@@ -10,6 +10,8 @@ import pytest
 import requests
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import clickhouse as ch
+
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import watermark_sources as sources
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     Watermark, WatermarkError)
 
@@ -265,27 +267,27 @@ def test_the_pair_is_the_greatest_sequence_at_the_greatest_timestamp():
 def test_lookback_watermark_refuses_an_empty_range():
     s = FakeSession([answer("0", 0)])
     with pytest.raises(ch.NoSourceRowsError) as e:
-        ch.lookback_watermark(client(s), "bronze_trades_binance", 86400, now=TS)
+        sources.lookback_watermark(client(s), "bronze_trades_binance", 86400, now=TS)
     assert "no row before 2026-02-11 10:15:00" in str(e.value)
 
 
 def test_lookback_watermark_returns_the_pair_and_cutoff():
     epoch = int((TS - datetime.datetime(1970, 1, 1)).total_seconds()) - 86400 - 1
     s = FakeSession([answer("5", epoch), answer("1", "77")])
-    wm, cutoff = ch.lookback_watermark(client(s), "t", 86400, now=TS + datetime.timedelta(microseconds=9))
+    wm, cutoff = sources.lookback_watermark(client(s), "t", 86400, now=TS + datetime.timedelta(microseconds=9))
     assert cutoff == TS - datetime.timedelta(days=1)
     assert wm == Watermark(TS - datetime.timedelta(days=1, seconds=1), 77)
     assert "`exchange_timestamp` < %s" % ch.datetime_literal(cutoff) in s.calls[0]["data"].decode()
 
 
 def test_check_not_past_source():
-    ch.check_not_past_source(WM, WM)
-    ch.check_not_past_source(Watermark(TS, 1), WM)
+    sources.check_not_past_source(WM, WM)
+    sources.check_not_past_source(Watermark(TS, 1), WM)
     with pytest.raises(WatermarkError, match="past the greatest pair"):
-        ch.check_not_past_source(Watermark(TS, 81235), WM, "t")
+        sources.check_not_past_source(Watermark(TS, 81235), WM, "t")
     with pytest.raises(WatermarkError, match="is empty"):
-        ch.check_not_past_source(WM, None, "t")
-    ch.check_not_past_source(Watermark(TS, 81235), WM, allow=True)
+        sources.check_not_past_source(WM, None, "t")
+    sources.check_not_past_source(Watermark(TS, 81235), WM, allow=True)
 
 
 def test_argument_spec_hides_the_password():

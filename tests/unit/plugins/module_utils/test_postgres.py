@@ -93,7 +93,9 @@ def test_argument_spec_has_libpq_env_fallbacks_and_no_log_password():
     envs = {k: v["fallback"][1][0] for k, v in spec.items() if "fallback" in v}
     assert envs["login_host"] == "PGHOST" and envs["login_password"] == "PGPASSWORD"
     assert envs["port"] == "PGPORT" and envs["login_db"] == "PGDATABASE"
-    assert spec["watermark_table"]["default"] == "offload_watermarks"
+    # connection options only, as community.postgresql keeps it; the table is an option of its own
+    assert "watermark_table" not in spec
+    assert pg.watermark_table_argument_spec()["watermark_table"]["default"] == "offload_watermarks"
 
 
 def test_error_text_includes_sqlstate():
