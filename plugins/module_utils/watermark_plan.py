@@ -8,8 +8,8 @@ may go there, and what a cleanup is asked to delete. Private to this collection.
 Adding a source of the target pair (``lookback`` from ClickHouse, ``cold_tier`` from
 Iceberg) means: compute a ``Watermark`` per table by any means, then hand it to
 ``plan_reset``. Strategies that only need the watermark table's own facts register in
-``TARGET_STRATEGIES``; the others compute their targets in their own module_utils and
-pass them to the module through ``compute_targets(..., external=...)``.
+``TARGET_STRATEGIES``; the others (watermark_sources.py) compute their targets outside and
+hand them to ``watermark_reset_run.run_reset(targets=...)``, which plans each with ``plan_reset``.
 """
 
 from __future__ import absolute_import, division, print_function
