@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Filters of the incident playbooks; the decisions themselves live in module_utils
-(diagnosis.py, scenario_checks.py, recovery.py, scheduler.py) and are unit tested there."""
+(diagnosis.py, scenarios.py, scenario_checks.py, recovery.py, scheduler.py) and are unit tested there."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -11,8 +11,9 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.diagnosis import (
-    PlanError, classify, plan, scenario_steps as _scenario_steps)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.diagnosis import classify
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.scenarios import (
+    PlanError, plan, scenario_steps as _scenario_steps)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.recovery import outcome, state_lines
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.scenario_checks import (
     corruption, manual_offload, reconcile, silent_offloads)

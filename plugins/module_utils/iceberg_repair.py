@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Repairs of the Iceberg cold tier: duplicated keys removed in one atomic commit, and the rollback.
 
-Private to this collection: the API may change between releases.
+Private to this collection: the API may change between releases. One algorithm (so over 500 lines):
+the repair below, from finding the copies to the commit and its rollback.
 
 How a repair runs (``dedupe``):
 

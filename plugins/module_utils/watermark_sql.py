@@ -4,7 +4,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Every SQL statement on the watermark table and its audit table, in one place.
 
-Private to this collection. Identifiers come from validated input and are
+Private to this collection. One thing, kept whole on purpose (so over 500 lines): the rules the
+modules, the prevention jobs and the diagnosis share - the latest entry, the cleanup selections
+(keep N, older than, duplicates, regressions, above a pair), the window the regressions and bursts are
+read from - are each one statement here, written once. Identifiers come from validated input and are
 composed with ``psycopg2.sql``; values are always query parameters.
 
 Ordering: the latest entry of a table is the first by ``created_at DESC, id DESC``

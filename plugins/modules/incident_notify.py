@@ -270,29 +270,29 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.k2.iceberg_offload.plugins.module_utils import notify
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import notify, notify_channels, notify_message
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 
 
 def argument_spec():
     channel = dict(
-        type=dict(type="str", required=True, choices=list(notify.TYPES)),
+        type=dict(type="str", required=True, choices=list(notify_channels.TYPES)),
         name=dict(type="str"),
         smtp_host=dict(type="str"),
         smtp_port=dict(type="raw"),
-        smtp_security=dict(type="str", choices=list(notify.SECURITY)),
+        smtp_security=dict(type="str", choices=list(notify_channels.SECURITY)),
         smtp_user=dict(type="str"),
         smtp_password=dict(type="str", no_log=True),
         to=dict(type="list", elements="str"),
         url=dict(type="str", no_log=True),
-        format=dict(type="str", choices=list(notify.FORMATS)),
+        format=dict(type="str", choices=list(notify_channels.FORMATS)),
         token=dict(type="str", no_log=True),
         validate_certs=dict(type="bool"),
     )
     channel["from"] = dict(type="str")
     return dict(
         channels=dict(type="list", elements="dict", default=[], options=channel),
-        event=dict(type="str", required=True, choices=list(notify.EVENTS)),
+        event=dict(type="str", required=True, choices=list(notify_channels.EVENTS)),
         title=dict(type="str", required=True),
         summary=dict(type="list", elements="str", default=[]),
         outcome=dict(type="str"),
@@ -312,19 +312,19 @@ def main():
     channels = p["channels"] or []
     for channel in channels:
         # a webhook URL's path and query hold its token: masked wherever they might appear
-        module.no_log_values.update(s for s in notify.secrets_of(channel or {}) if len(s) >= 8)
-    problems = notify.validate(channels)
+        module.no_log_values.update(s for s in notify_channels.secrets_of(channel or {}) if len(s) >= 8)
+    problems = notify_channels.validate(channels)
     if not 1 <= p["timeout"] <= 300:
         problems.append("timeout must be between 1 and 300 seconds, got %d" % p["timeout"])
-    if p["report_url"] and notify.has_line_break(p["report_url"]):
+    if p["report_url"] and notify_channels.has_line_break(p["report_url"]):
         problems.append("report_url contains a line break")
     if problems:
         module.fail_json(msg="%d problem%s with the notification channels; nothing was sent: %s" % (
             len(problems), "s" if len(problems) > 1 else "", "; ".join(problems)), problems=problems)
-    for warning in notify.advice(channels):
+    for warning in notify_channels.advice(channels):
         module.warn(warning)
-    channels = [notify.normalise(c, i) for i, c in enumerate(channels)]
-    message = notify.message_from(p)
+    channels = [notify_channels.normalise(c, i) for i, c in enumerate(channels)]
+    message = notify_message.message_from(p)
 
     if p["validate_only"] or module.check_mode:
         why = "validate_only" if p["validate_only"] else "check mode"

@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import diagnosis as dg
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import scenario_checks as sc
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import scenarios as scn
 
 TABLES = ["bronze_trades_binance", "bronze_trades_kraken"]
 CYCLE = 900
@@ -353,14 +354,14 @@ def test_cold_ahead_needs_the_watermark_read_after_the_cold_tier():
 
 def test_plan_order_and_operator_choice():
     d = dg.classify(scheduler_stopped(db_down(healthy())))
-    assert dg.plan(d) == [2, 1]
-    assert dg.plan(d, [1]) == [1]
-    assert dg.plan(d, "5,2") == [2, 5]
-    assert dg.plan(d, ["scenario_4", "scenario-3"]) == [3, 4]
-    assert dg.plan({}, []) == []
+    assert scn.plan(d) == [2, 1]
+    assert scn.plan(d, [1]) == [1]
+    assert scn.plan(d, "5,2") == [2, 5]
+    assert scn.plan(d, ["scenario_4", "scenario-3"]) == [3, 4]
+    assert scn.plan({}, []) == []
     for bad in (["6"], ["x"], "0", [None], ["scenario_9_x"]):
-        with pytest.raises(dg.PlanError) as e:
-            dg.plan(d, bad)
+        with pytest.raises(scn.PlanError) as e:
+            scn.plan(d, bad)
         assert "1 (scheduler)" in str(e.value)
 
 
@@ -508,13 +509,13 @@ def test_many_connections_are_seen():
 
 
 def test_scenario_steps_come_from_the_definitions():
-    steps = dg.scenario_steps(2, {"network": "net-x", "spark_container": "spark-x", "idle_session_after": 6})
+    steps = scn.scenario_steps(2, {"network": "net-x", "spark_container": "spark-x", "idle_session_after": 6})
     assert any("spark-x" in s and "net-x" in s for s in steps)
     assert any("6 s" in s for s in steps)
-    assert "workaround" in " ".join(dg.scenario_steps(5, {"workaround": True}))
-    assert "workaround" not in " ".join(dg.scenario_steps(5))
-    for n in dg.SCENARIOS:
-        assert dg.scenario_steps(n)
+    assert "workaround" in " ".join(scn.scenario_steps(5, {"workaround": True}))
+    assert "workaround" not in " ".join(scn.scenario_steps(5))
+    for n in scn.SCENARIOS:
+        assert scn.scenario_steps(n)
 
 
 def test_a_revoked_insert_privilege_is_a_write_failure_without_the_log():

@@ -16,6 +16,8 @@ from urllib.error import HTTPError, URLError
 import pytest
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import notify as n
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import notify_channels as nc
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import notify_message as nm
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import redaction
 from ansible_collections.k2.iceberg_offload.plugins.modules import incident_notify
 
@@ -46,15 +48,15 @@ def assert_clean(text):
 
 # --- validation -------------------------------------------------------------------------------------
 def test_valid_channels_have_no_problem():
-    assert n.validate([EMAIL, HOOK, {"type": "webhook", "url": "http://127.0.0.1:8080/hook"},
+    assert nc.validate([EMAIL, HOOK, {"type": "webhook", "url": "http://127.0.0.1:8080/hook"},
                        {"type": "email", "smtp_host": "10.0.0.5", "from": "root@localhost", "to": "a@b.test"}]) == []
-    assert n.validate([]) == [] and n.validate(None) == []
+    assert nc.validate([]) == [] and nc.validate(None) == []
 
 
 def test_unset_options_of_the_other_type_are_fine_as_ansible_passes_them():
     """Ansible gives every sub-option of a list of dicts, None when unset."""
-    full = dict((k, None) for k in n.COMMON_KEYS + n.EMAIL_KEYS + n.WEBHOOK_KEYS)
-    assert n.validate([dict(full, **HOOK), dict(full, **EMAIL)]) == []
+    full = dict((k, None) for k in nc.COMMON_KEYS + nc.EMAIL_KEYS + nc.WEBHOOK_KEYS)
+    assert nc.validate([dict(full, **HOOK), dict(full, **EMAIL)]) == []
 
 
 MALFORMED = [
@@ -99,7 +101,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize("channel,expected", MALFORMED, ids=[m[1][:50] for m in MALFORMED])
 def test_a_malformed_channel_is_refused_naming_it_and_no_secret(channel, expected):
-    problems = n.validate([channel])
+    problems = nc.validate([channel])
     assert problems, channel
     assert any(expected in p for p in problems), problems
     assert all(p.startswith("channels[0]") for p in problems), problems
@@ -107,14 +109,14 @@ def test_a_malformed_channel_is_refused_naming_it_and_no_secret(channel, expecte
 
 
 def test_the_index_and_name_say_which_channel():
-    problems = n.validate([EMAIL, HOOK, dict(HOOK, name="teams", url="gopher://x/" + PATH_SECRET)])
+    problems = nc.validate([EMAIL, HOOK, dict(HOOK, name="teams", url="gopher://x/" + PATH_SECRET)])
     assert problems == ["channels[2] (teams): url must start with http:// or https://, not gopher://"]
-    assert n.validate("a string") == ["channels must be a list of channels (dicts with type email or webhook)"]
+    assert nc.validate("a string") == ["channels must be a list of channels (dicts with type email or webhook)"]
 
 
 def test_advice_for_secrets_that_would_cross_the_network_unencrypted():
     plain = dict(EMAIL, smtp_security="none")
-    warnings = n.advice([plain, dict(HOOK, url="http://hooks.k2.test/" + PATH_SECRET),
+    warnings = nc.advice([plain, dict(HOOK, url="http://hooks.k2.test/" + PATH_SECRET),
                          dict(plain, smtp_host="127.0.0.1"), dict(HOOK, url="http://localhost:8080/x"), EMAIL, HOOK])
     assert len(warnings) == 2, warnings
     assert warnings[0].startswith("channels[0] (ops mail): smtp_password goes to smtp.k2.test:587 unencrypted")
@@ -125,25 +127,25 @@ def test_advice_for_secrets_that_would_cross_the_network_unencrypted():
 
 # --- defaults, targets, secrets ---------------------------------------------------------------------
 def test_defaults_and_targets_show_no_secret():
-    email = n.normalise({"type": "email", "smtp_host": "smtp.k2.test", "from": "a@k2.test", "to": "b@k2.test",
+    email = nc.normalise({"type": "email", "smtp_host": "smtp.k2.test", "from": "a@k2.test", "to": "b@k2.test",
                          "smtp_port": None}, 3)
     assert (email["smtp_port"], email["smtp_security"], email["to"], email["name"]) == (
         25, "none", ["b@k2.test"], "channels[3]")
-    assert n.normalise(dict(EMAIL, smtp_port="465"))["smtp_port"] == 465
-    hook = n.normalise({"type": "webhook", "url": SLACK_URL})
+    assert nc.normalise(dict(EMAIL, smtp_port="465"))["smtp_port"] == 465
+    hook = nc.normalise({"type": "webhook", "url": SLACK_URL})
     assert (hook["format"], hook["validate_certs"]) == ("json", True)
-    assert n.target(hook) == "https://hooks.slack.example"
-    assert n.target({"type": "webhook", "url": "HTTP://[::1]:8443/h?sig=" + QUERY_SECRET}) == "http://[::1]:8443"
-    assert n.target(n.normalise(EMAIL)) == "smtp.k2.test:587"
-    assert n.target(n.normalise(dict(EMAIL, smtp_host="::1"))) == "[::1]:587"
+    assert nc.target(hook) == "https://hooks.slack.example"
+    assert nc.target({"type": "webhook", "url": "HTTP://[::1]:8443/h?sig=" + QUERY_SECRET}) == "http://[::1]:8443"
+    assert nc.target(nc.normalise(EMAIL)) == "smtp.k2.test:587"
+    assert nc.target(nc.normalise(dict(EMAIL, smtp_host="::1"))) == "[::1]:587"
 
 
 def test_secrets_of_a_channel_are_the_password_the_token_the_url_its_path_and_query():
-    found = n.secrets_of(dict(HOOK, url="https://h.k2.test/hooks/%s?sig=%s" % (PATH_SECRET, QUERY_SECRET)))
+    found = nc.secrets_of(dict(HOOK, url="https://h.k2.test/hooks/%s?sig=%s" % (PATH_SECRET, QUERY_SECRET)))
     assert TOKEN in found and "sig=" + QUERY_SECRET in found and PATH_SECRET in found
     assert "/hooks/%s?sig=%s" % (PATH_SECRET, QUERY_SECRET) in found
-    assert PASSWORD in n.secrets_of(EMAIL) and "smtp.k2.test" not in n.secrets_of(EMAIL)
-    assert n.secrets_of({"type": "webhook", "url": "https://h.k2.test/"}) == {"https://h.k2.test/"}
+    assert PASSWORD in nc.secrets_of(EMAIL) and "smtp.k2.test" not in nc.secrets_of(EMAIL)
+    assert nc.secrets_of({"type": "webhook", "url": "https://h.k2.test/"}) == {"https://h.k2.test/"}
 
 
 def test_the_module_marks_every_secret_option_no_log():
@@ -155,18 +157,18 @@ def test_the_module_marks_every_secret_option_no_log():
 
 # --- what is sent -----------------------------------------------------------------------------------
 def test_json_payload():
-    assert n.json_payload(MESSAGE) == {
+    assert nm.json_payload(MESSAGE) == {
         "source": "k2.iceberg_offload", "event": "escalation", "outcome": "ESCALATE",
         "title": "Scenario 4 needs a person", "summary": MESSAGE["summary"], "escalations": MESSAGE["escalations"],
         "state_left": {"scheduler": "stopped"},
         "report": {"paths": MESSAGE["attachments"], "url": MESSAGE["report_url"]},
         "data": {"scenario": "scenario_4"}}
-    bare = n.json_payload(n.message_from({"event": "recovery", "title": "t"}))
+    bare = nm.json_payload(nm.message_from({"event": "recovery", "title": "t"}))
     assert bare["report"] == {"paths": [], "url": None} and bare["summary"] == [] and bare["outcome"] == ""
 
 
 def test_slack_payload_sections_escaped_and_linked():
-    body = n.slack_payload(MESSAGE)
+    body = nm.slack_payload(MESSAGE)
     assert body["text"] == "Scenario 4 needs a person - ESCALATE"
     texts = [b["text"]["text"] for b in body["blocks"]]
     assert all(b["type"] == "section" and b["text"]["type"] == "mrkdwn" for b in body["blocks"])
@@ -175,14 +177,14 @@ def test_slack_payload_sections_escaped_and_linked():
     assert texts[2] == "*Escalations*\n\u2022 scenario: 4; reason: copies differ\n\u2022 call the DBA"
     assert texts[3] == ("*Report*\n<https://awx.k2.test/#/jobs/playbook/42/output|Open the report>\n"
                         "`/var/tmp/k2/recovery.json`\n`/var/tmp/k2/recovery.md`")
-    share = n.slack_payload(dict(MESSAGE, report_url="\\\\files.k2.test\\reports\\42", attachments=[]))
+    share = nm.slack_payload(dict(MESSAGE, report_url="\\\\files.k2.test\\reports\\42", attachments=[]))
     assert share["blocks"][-1]["text"]["text"] == "*Report*\n\\\\files.k2.test\\reports\\42"
 
 
 def test_slack_payload_stays_within_slacks_limits():
     huge = dict(MESSAGE, title="T" * 5000, outcome="o" * 300, summary=["line %d " % i + "x" * 400 for i in range(800)],
                 escalations=["y" * 9000])
-    body = n.slack_payload(huge)
+    body = nm.slack_payload(huge)
     assert len(body["blocks"]) <= 50 and len(body["text"]) <= 3000
     assert all(len(b["text"]["text"]) <= 3000 for b in body["blocks"])
     assert body["blocks"][-1]["text"]["text"].endswith("more sections in the report_")
@@ -190,10 +192,10 @@ def test_slack_payload_stays_within_slacks_limits():
 
 
 def test_subject_is_one_line_whatever_the_title():
-    subject = n.subject(dict(MESSAGE, title="Recovered\r\nBcc: everyone@k2.test", outcome="ok\n"))
+    subject = nm.subject(dict(MESSAGE, title="Recovered\r\nBcc: everyone@k2.test", outcome="ok\n"))
     assert subject == "[k2.iceberg_offload escalation] Recovered Bcc: everyone@k2.test - ok"
-    assert len(n.subject(dict(MESSAGE, title="x" * 1000))) == 200
-    assert n.subject({"event": "incident_report", "title": ""}) == "[k2.iceberg_offload incident report] (no title)"
+    assert len(nm.subject(dict(MESSAGE, title="x" * 1000))) == 200
+    assert nm.subject({"event": "incident_report", "title": ""}) == "[k2.iceberg_offload incident report] (no title)"
 
 
 def test_email_has_the_body_and_the_report_files_and_names_what_it_could_not_attach(tmp_path):
@@ -207,7 +209,7 @@ def test_email_has_the_body_and_the_report_files_and_names_what_it_could_not_att
     big.write_bytes(b"0" * 2048)
     missing = tmp_path / "gone.md"
     message = dict(MESSAGE, attachments=[str(report), str(markdown), str(html), str(big), str(missing)])
-    mail = n.build_email(n.normalise(EMAIL), message, cap=1024)
+    mail = nm.build_email(nc.normalise(EMAIL), message, cap=1024)
     parsed = BytesParser(policy=policy.default).parsebytes(mail.as_bytes())
     assert parsed["Subject"] == "[k2.iceberg_offload escalation] Scenario 4 needs a person - ESCALATE"
     assert parsed["To"] == "oncall@k2.test" and parsed["From"] == "k2@k2.test"
@@ -235,7 +237,7 @@ class _Raise(object):
 def test_a_webhook_that_answers_an_error_is_a_result_with_no_secret(monkeypatch):
     body = BytesIO(("no route to /services/T0K2/B0K2/%s, Authorization: Bearer %s" % (PATH_SECRET, TOKEN)).encode())
     monkeypatch.setattr(n, "open_url", _Raise(HTTPError(SLACK_URL, 500, "Internal Server Error", {}, body)))
-    result = n.send(n.normalise(HOOK), MESSAGE, timeout=3)
+    result = n.send(nc.normalise(HOOK), MESSAGE, timeout=3)
     assert result["ok"] is False and result["status"] == "not delivered" and result["target"] == "https://hooks.slack.example"
     assert result["error"].startswith("https://hooks.slack.example answered HTTP 500 Internal Server Error: no route to ")
     assert "********" in result["error"]
@@ -255,7 +257,7 @@ def test_a_webhook_that_answers_an_error_is_a_result_with_no_secret(monkeypatch)
 ])
 def test_every_webhook_failure_reads_as_what_happened(monkeypatch, error, expected):
     monkeypatch.setattr(n, "open_url", _Raise(error))
-    result = n.send(n.normalise(HOOK), MESSAGE, timeout=3)
+    result = n.send(nc.normalise(HOOK), MESSAGE, timeout=3)
     assert not result["ok"] and expected in result["error"], result["error"]
     assert_clean(result)
 
@@ -275,7 +277,7 @@ def test_the_webhook_request(monkeypatch):
         return Response()
 
     monkeypatch.setattr(n, "open_url", fake_open_url)
-    result = n.send(n.normalise(dict(HOOK, format="json", validate_certs=False)), MESSAGE, timeout=4)
+    result = n.send(nc.normalise(dict(HOOK, format="json", validate_certs=False)), MESSAGE, timeout=4)
     assert result["ok"] and result["error"] is None and result["status"] == "delivered"
     assert sent["url"] == SLACK_URL and sent["method"] == "POST" and sent["timeout"] == 4
     assert sent["headers"] == {"Content-Type": "application/json", "Authorization": "Bearer " + TOKEN}
@@ -298,7 +300,7 @@ def test_the_webhook_request(monkeypatch):
 ])
 def test_every_smtp_failure_reads_as_what_happened(monkeypatch, error, expected):
     monkeypatch.setattr(n.smtplib, "SMTP", _Raise(error))
-    result = n.send(n.normalise(EMAIL), MESSAGE, timeout=3)
+    result = n.send(nc.normalise(EMAIL), MESSAGE, timeout=3)
     assert not result["ok"] and expected in result["error"], result["error"]
     assert result["target"] == "smtp.k2.test:587"
     assert_clean(result)
@@ -306,7 +308,7 @@ def test_every_smtp_failure_reads_as_what_happened(monkeypatch, error, expected)
 
 def test_an_error_that_quotes_the_password_shows_the_mask(monkeypatch):
     monkeypatch.setattr(n.smtplib, "SMTP", _Raise(smtplib.SMTPAuthenticationError(535, "bad password %s" % PASSWORD)))
-    result = n.send(n.normalise(EMAIL), MESSAGE, timeout=3)
+    result = n.send(nc.normalise(EMAIL), MESSAGE, timeout=3)
     assert result["error"].endswith("535 bad password ********")
 
 
@@ -319,5 +321,5 @@ def test_status_lines():
     assert n.status_line({"name": "b", "type": "webhook", "target": "https://h", "ok": False, "seconds": 2,
                           "error": "https://h did not answer within 2 s (timeout)"}) == (
         "b (webhook https://h): NOT delivered: https://h did not answer within 2 s (timeout)")
-    assert n.status_line(n.not_sent(n.normalise(HOOK), "check mode")) == (
+    assert n.status_line(n.not_sent(nc.normalise(HOOK), "check mode")) == (
         "slack (webhook https://hooks.slack.example): not sent (check mode)")
