@@ -18,7 +18,7 @@ test-long: setup  ## tests marked long: each role's molecule scenario, every lab
 	@K2_TEST_PATHS="tests/molecule tests/lab" K2_TEST_MARK=long bash scripts/test.sh
 
 faults: setup     ## the whole lab fault matrix through the playbooks (make test runs one per scenario and the never-worse cases)
-	@K2_TEST_PATHS="tests/lab/test_playbooks.py tests/lab/test_runbook_cases.py tests/lab/test_zz_lab_down.py" K2_TEST_MARK=all bash scripts/test.sh
+	@K2_TEST_PATHS="tests/lab/test_playbooks.py tests/lab/test_runbook_cases.py tests/lab/test_lab_down.py" K2_TEST_MARK=all bash scripts/test.sh
 
 matrix: setup     ## the version matrix: ansible-core floor/current/newest, PostgreSQL 15 and 18, ClickHouse 18.16 vs 26.x
 	@bash scripts/matrix.sh all

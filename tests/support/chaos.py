@@ -7,7 +7,7 @@ Every step injects one fault or two at once, leaves them for one to two and a ha
 cycles, and runs ``recover.yml -e k2_execute=true`` as an on-call engineer would. The run
 passes when every recovery verified and, at the end, the consistency checker finds
 0 missing, 0 duplicated and 0 past the watermark for every table. Used by
-tests/lab/test_x_chaos.py (one seed, in make test) and bench/chaos_bench.py (several
+tests/lab/test_chaos.py (one seed, in make test) and bench/chaos_bench.py (several
 seeds: make chaos).
 """
 import os
