@@ -125,12 +125,13 @@ missing_tables:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.prometheus import (
     PrometheusClient, PrometheusError, check_names, watermark_facts)
 
 
 def main():
-    module = AnsibleModule(
+    module = harden(AnsibleModule(
         argument_spec=dict(
             prometheus_url=dict(type="str", default="http://localhost:9090"),
             prometheus_token=dict(type="str", no_log=True),
@@ -143,7 +144,7 @@ def main():
             tables=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
-    )
+    ))
     p = module.params
     if not 1 <= p["timeout"] <= 300:
         module.fail_json(msg="timeout must be between 1 and 300 seconds, got %d" % p["timeout"])

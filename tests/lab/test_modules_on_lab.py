@@ -86,3 +86,23 @@ def test_watermark_module_suite_against_the_lab_postgres(k2lab):
             {"K2_TEST_PG_HOST": k2lab["pg_host"], "K2_TEST_PG_PORT": str(k2lab["pg_port"]),
              "K2_TEST_PG_USER": k2lab["pg_user"], "K2_TEST_PG_PASSWORD": k2lab["pg_password"],
              "K2_TEST_PG_DB": k2lab["pg_database"]})
+
+
+@pytest.mark.long
+def test_scheduler_info_tells_a_crash_loop_from_a_running_scheduler(k2lab):
+    """scheduler_info on the scheduler's host: running -> running; after a bad setting (the lab's
+    scheduler-crashloop fault) -> not running, a crash loop with the restarts and the journal's error."""
+    args = {"tables": list(lab.TABLES), "crash_watch_seconds": 8}
+    r = run_module("scheduler_info", args, host=SPARK_HOST)
+    assert r["unit"]["running"] and not r["unit"]["crash_loop"] and r["unit"]["journal"] == [], r["unit"]
+    faults.inject("scheduler-crashloop")
+    try:
+        r = run_module("scheduler_info", args, host=SPARK_HOST)
+        u = r["unit"]
+        assert u["crash_loop"] and not u["running"], u
+        assert u["crash_loop_evidence"]["restarts"] >= 1 and u["crash_loop_evidence"]["exit_status"] == 1
+        assert any("not a plain table name" in line for line in u["journal_errors"]), u["journal_errors"]
+        assert any("keeps failing" in f for f in r["findings"])
+    finally:
+        faults.heal("scheduler-crashloop")
+    lab.wait_for_new_watermarks(cycles=1)
