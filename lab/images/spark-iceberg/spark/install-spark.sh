@@ -84,7 +84,10 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
                 dst.writestr(n, src.read(info.filename))
 print("jackson: " + " ".join(os.path.basename(j) for j in jars))
 EOF
-JACKSON_VERSION=$(ls "$SPARK_HOME"/jars/jackson-core-[0-9]*.jar | sed 's/.*jackson-core-\(.*\)\.jar/\1/')
+for jar in "$SPARK_HOME"/jars/jackson-core-[0-9]*.jar; do
+    JACKSON_VERSION=${jar##*/jackson-core-}
+    JACKSON_VERSION=${JACKSON_VERSION%.jar}
+done
 RELOCATED=/opt/iceberg/iceberg-shaded-jackson-$JACKSON_VERSION.jar
 java -jar /usr/share/java/jarjar.jar process "$BUILD/jackson-relocation.rules" /tmp/jackson-unrelocated.jar "$RELOCATED"
 python3 - "$RELOCATED" <<'EOF'
