@@ -52,7 +52,7 @@ def test_runbook_duplicate_check_answers(k2lab):
     # A healthy lab answers with the empty table; a lab an earlier test left damaged, with
     # exactly the keys the consistency checker (pyiceberg) finds.
     assert len(rows) == expected["duplicated_keys"], (rows, expected)
-    assert {k for k, _ in rows} >= set(expected["duplicated_sample"])
+    assert {key for key, dummy in rows} >= set(expected["duplicated_sample"])
 
 
 @pytest.mark.long
