@@ -167,12 +167,13 @@ def image_import(tar_stream, ref, changes=None):
         raise RuntimeError("docker import %s did not produce the image" % ref)
 
 
-def image_build(context, ref, buildargs=None):
-    """``docker build --network host``; the build's last output lines are in the error on failure."""
+def image_build(context, ref, buildargs=None, target=None):
+    """``docker build --network host [--target STAGE]``; the build's last output lines are in the error on
+    failure."""
     lines = []
     try:
         for chunk in api().build(path=context, tag=ref, buildargs=buildargs or {}, network_mode="host", rm=True,
-                                 decode=True):
+                                 decode=True, target=target):
             if "stream" in chunk:
                 lines.append(chunk["stream"])
             if "error" in chunk:

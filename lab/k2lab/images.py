@@ -128,6 +128,18 @@ CACHE_DIR = os.environ.get("K2LAB_CACHE_DIR") or os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "k2lab")
 
 
+# Build stages kept under a tag of their own (k2lab/<image>-<stage>:<the image's tag>): an
+# untagged stage is never removed by prune_old_tags and would stay on disk after its inputs
+# changed; tagged, the current one stays as the next build's layer cache and an outdated one
+# goes with the image it served.
+BUILD_STAGES = {"spark-iceberg": ("spark-build",)}
+
+
+def stage_refs(name):
+    tag = service_ref(name).split(":", 1)[1]
+    return ["k2lab/%s-%s:%s" % (name, stage, tag) for stage in BUILD_STAGES.get(name, ())]
+
+
 def _wheel_sets(name):
     return [ws for ws in WHEEL_SETS if os.path.exists(os.path.join(IMAGES_DIR, name, ws[0]))]
 
@@ -220,6 +232,8 @@ def build_service(name, force=False):
             _fetch_wheels(name, os.path.join(context, reqs), os.path.join(context, dest), how)
         log("docker build %s FROM %s" % (ref, base))
         engine.image_build(context, ref, buildargs={"BASE": base})
+        for stage, stage_ref in zip(BUILD_STAGES.get(name, ()), stage_refs(name)):
+            engine.image_build(context, stage_ref, buildargs={"BASE": base}, target=stage)
     finally:
         shutil.rmtree(context, ignore_errors=True)
     log("built %s in %.0f s" % (ref, time.time() - start))
@@ -256,7 +270,7 @@ def build_all(force=False):
     refs = {"base": build_base(force)}
     for name in SERVICES:
         refs[name] = build_service(name, force)
-    for ref in refs.values():
+    for ref in list(refs.values()) + [r for name in SERVICES for r in stage_refs(name)]:
         prune_old_tags(ref)
     return refs
 
