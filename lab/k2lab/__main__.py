@@ -13,6 +13,9 @@
   python -m k2lab check                 consistency of source and cold tier up to the watermark (exit 1 on damage)
   python -m k2lab settings              connection settings of the running lab (JSON; has the password)
   python -m k2lab inventory             an Ansible inventory (YAML) for the running lab
+  python -m k2lab spark-shell [-c CODE] [-- ARGS]  Scala CODE (or standard input) in the Spark
+                                        container's spark-shell (docs/spark.md)
+  python -m k2lab spark-sql SQL [-- ARGS]  SQL in the Spark container's spark-sql; rows on stdout
 """
 
 import argparse
@@ -20,6 +23,10 @@ import json
 import sys
 
 from . import faults, images, lab
+
+
+def _remainder(extra):
+    return extra[1:] if extra[:1] == ["--"] else extra
 
 
 def main(argv=None):
@@ -40,6 +47,12 @@ def main(argv=None):
     p.add_argument("--table", action="append")
     sub.add_parser("settings")
     sub.add_parser("inventory")
+    p = sub.add_parser("spark-shell")
+    p.add_argument("-c", "--code", help="Scala code (default: standard input)")
+    p.add_argument("spark_args", nargs=argparse.REMAINDER, help="-- then spark-shell's own arguments")
+    p = sub.add_parser("spark-sql")
+    p.add_argument("sql")
+    p.add_argument("spark_args", nargs=argparse.REMAINDER, help="-- then spark-sql's own arguments")
     args = ap.parse_args(argv)
 
     if args.cmd == "build":
@@ -79,6 +92,12 @@ def main(argv=None):
         print(json.dumps(lab.settings(), indent=2))
     elif args.cmd == "inventory":
         sys.stdout.write(lab.inventory())
+    elif args.cmd == "spark-shell":
+        code = args.code if args.code is not None else sys.stdin.read()
+        sys.stdout.write(lab.spark_shell(code, *_remainder(args.spark_args)))
+    elif args.cmd == "spark-sql":
+        for row in lab.spark_sql(args.sql, *_remainder(args.spark_args)):
+            print("\t".join(row))
     return 0
 
 

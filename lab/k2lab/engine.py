@@ -8,7 +8,9 @@ network, exec and image operation of the lab. Errors come back as RuntimeError w
 engine's message, so the lab's callers need not know the SDK.
 """
 
+import datetime
 import os
+import re
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -190,12 +192,13 @@ def image_import(tar_stream, ref, changes=None):
         raise RuntimeError("docker import %s did not produce the image" % ref)
 
 
-def image_build(context, ref, buildargs=None):
-    """``docker build --network host``; the build's last output lines are in the error on failure."""
+def image_build(context, ref, buildargs=None, target=None):
+    """``docker build --network host [--target STAGE]``; the build's last output lines are in the error on
+    failure."""
     lines = []
     try:
         for chunk in api().build(path=context, tag=ref, buildargs=buildargs or {}, network_mode="host", rm=True,
-                                 decode=True):
+                                 decode=True, target=target):
             if "stream" in chunk:
                 lines.append(chunk["stream"])
             if "error" in chunk:
@@ -204,6 +207,37 @@ def image_build(context, ref, buildargs=None):
         raise RuntimeError("docker build %s failed: %s\n%s" % (ref, e.explanation or e, "".join(lines[-40:])))
     if not image_exists(ref):
         raise RuntimeError("docker build %s did not produce the image\n%s" % (ref, "".join(lines[-40:])))
+
+
+def image_inspect(ref):
+    try:
+        return api().inspect_image(ref)
+    except (ImageNotFound, NotFound):
+        return None
+
+
+def image_created(info):
+    """An image's creation time (``image_inspect``'s Created, RFC 3339) in seconds since the epoch."""
+    created = info.get("Created") or ""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", created)
+    if not m:
+        return 0.0
+    stamp = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")
+    offset = m.group(3) or "Z"
+    if offset != "Z":
+        sign = 1 if offset[0] == "+" else -1
+        stamp -= sign * datetime.timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
+    return (stamp - datetime.datetime(1970, 1, 1)).total_seconds()
+
+
+def images_in_use():
+    """Image ids, and the names they were started from, of every container (running or not)."""
+    used = set()
+    for c in api().containers(all=True):
+        used.add(c.get("ImageID"))
+        used.add(c.get("Image"))
+    used.discard(None)
+    return used
 
 
 def image_tags(repo):

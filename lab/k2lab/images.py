@@ -113,8 +113,45 @@ def base_ref():
     return "k2lab/base:" + tag
 
 
+# Wheels a service image installs, fetched on this machine (with its pip settings and CA
+# store) so that no build reaches PyPI: (requirements file in the image's directory, folder
+# of the build context, how).
+#   download  ``pip download --only-binary=:all:``, into the context at every build;
+#   build     ``pip wheel --no-deps`` (every requirement pinned; an sdist such as pyspark's is
+#             built into a wheel here), kept in CACHE_DIR by the requirements' content and
+#             reused, so the bytes, and with them docker's layer cache, stay the same.
+WHEEL_SETS = (
+    ("requirements.txt", "wheels", "download"),
+    ("spark/requirements.txt", "spark-wheels", "build"),
+)
+CACHE_DIR = os.environ.get("K2LAB_CACHE_DIR") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "k2lab")
+
+
+# Build stages kept under a tag of their own (k2lab/<image>-<stage>:<the image's tag>): an
+# untagged stage is never removed by prune_old_tags and would stay on disk after its inputs
+# changed; tagged, the current one stays as the next build's layer cache and an outdated one
+# goes with the image it served.
+BUILD_STAGES = {"spark-iceberg": ("spark-build",)}
+
+
+def stage_refs(name):
+    tag = service_ref(name).split(":", 1)[1]
+    return ["k2lab/%s-%s:%s" % (name, stage, tag) for stage in BUILD_STAGES.get(name, ())]
+
+
+def _wheel_sets(name):
+    return [ws for ws in WHEEL_SETS if os.path.exists(os.path.join(IMAGES_DIR, name, ws[0]))]
+
+
 def service_ref(name):
-    tag = _hash(base_ref(), _dir_digest(os.path.join(IMAGES_DIR, name)))
+    parts = [base_ref(), _dir_digest(os.path.join(IMAGES_DIR, name))]
+    # How the wheels are fetched is an input too; images without wheel sets beyond
+    # requirements.txt keep the tags they had.
+    extra = [ws for ws in _wheel_sets(name) if ws != WHEEL_SETS[0]]
+    if extra:
+        parts.append(repr(extra))
+    tag = _hash(*parts)
     return "k2lab/%s:%s" % (name, tag)
 
 
@@ -150,6 +187,37 @@ def build_base(force=False):
     return ref
 
 
+def _fetch_wheels(name, reqs, dest, how):
+    if how == "download":
+        log("downloading wheels for %s" % name)
+        run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+             "-r", reqs, "-d", dest], quiet=True)
+        return
+    with open(reqs, "rb") as fh:
+        key = _hash(how, sys.version_info[:2], fh.read())
+    cached = os.path.join(CACHE_DIR, "wheels", key)
+    if not os.path.exists(os.path.join(cached, ".complete")):
+        log("fetching wheels for %s (%s) into %s" % (name, os.path.basename(os.path.dirname(reqs)) or name, cached))
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=key + ".", dir=os.path.dirname(cached))
+        try:
+            run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-r", reqs, "-w", tmp], quiet=True)
+            open(os.path.join(tmp, ".complete"), "w").close()
+            shutil.rmtree(cached, ignore_errors=True)
+            os.rename(tmp, cached)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        log("wheels for %s from %s" % (name, cached))
+    os.makedirs(dest, exist_ok=True)
+    for f in sorted(os.listdir(cached)):
+        if f.endswith(".whl"):
+            try:
+                os.link(os.path.join(cached, f), os.path.join(dest, f))
+            except OSError:  # another file system
+                shutil.copy2(os.path.join(cached, f), os.path.join(dest, f))
+
+
 def build_service(name, force=False):
     ref = service_ref(name)
     if image_exists(ref) and not force:
@@ -160,34 +228,49 @@ def build_service(name, force=False):
     context = tempfile.mkdtemp(prefix="k2lab-context-")
     try:
         shutil.copytree(os.path.join(IMAGES_DIR, name), context, dirs_exist_ok=True)
-        reqs = os.path.join(context, "requirements.txt")
-        if os.path.exists(reqs):
-            # Wheels are fetched here, with this machine's pip settings and CA
-            # store, so the build itself needs no access to PyPI.
-            log("downloading wheels for %s" % name)
-            run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-                 "-r", reqs, "-d", os.path.join(context, "wheels")], quiet=True)
+        for reqs, dest, how in _wheel_sets(name):
+            _fetch_wheels(name, os.path.join(context, reqs), os.path.join(context, dest), how)
         log("docker build %s FROM %s" % (ref, base))
         engine.image_build(context, ref, buildargs={"BASE": base})
+        for stage, stage_ref in zip(BUILD_STAGES.get(name, ()), stage_refs(name)):
+            engine.image_build(context, stage_ref, buildargs={"BASE": base}, target=stage)
     finally:
         shutil.rmtree(context, ignore_errors=True)
     log("built %s in %.0f s" % (ref, time.time() - start))
     return ref
 
 
+# A tag built this recently may be another checkout's lab between its build and its
+# `docker run` (two labs on one machine: K2LAB_PREFIX); it is left for a later build.
+PRUNE_MIN_AGE_SECONDS = int(os.environ.get("K2LAB_PRUNE_MIN_AGE_SECONDS", 3600))
+
+
 def prune_old_tags(ref):
-    """Remove this image's earlier tags (other input hashes); ones still in use stay."""
+    """Remove this image's earlier tags (other input hashes), except those of an image any
+    container uses (running or stopped, of any lab) and those built in the last hour."""
     repo = ref.split(":")[0]
+    in_use = engine.images_in_use()
+    now = time.time()
     for old in engine.image_tags(repo):
-        if old != ref:
-            engine.image_remove(old)
+        if old == ref:
+            continue
+        info = engine.image_inspect(old)
+        if info is None:
+            continue
+        if info["Id"] in in_use or old in in_use:
+            log("keeping %s: a container uses it" % old)
+            continue
+        if now - engine.image_created(info) < PRUNE_MIN_AGE_SECONDS:
+            log("keeping %s: built less than %d s ago" % (old, PRUNE_MIN_AGE_SECONDS))
+            continue
+        engine.image_remove(old)
 
 
 def build_all(force=False):
     refs = {"base": build_base(force)}
     for name in SERVICES:
         refs[name] = build_service(name, force)
-    for ref in refs.values():
+    for ref in list(refs.values()) + [r for name in SERVICES for r in stage_refs(name)]:
         prune_old_tags(ref)
     return refs
 

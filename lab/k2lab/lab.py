@@ -161,6 +161,45 @@ def labtool(*args, timeout=300):
     return json.loads(out.strip().splitlines()[-1])
 
 
+# --- Spark (docs/spark.md) -------------------------------------------------------------
+
+ICEBERG_RUNTIME_JAR = "/opt/iceberg/iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
+# The runbook's post-incident step 2, with --packages replaced by --jars (no Maven here); its
+# -e "..." is left out: Spark 3.5's spark-shell ignores -e (docs/spark.md), so the code goes
+# on standard input (runbook_spark_shell_command) or in a file (spark_shell).
+RUNBOOK_SPARK_ARGS = (
+    "--master", "local[*]", "--jars", ICEBERG_RUNTIME_JAR,
+    "--conf", "spark.sql.catalog.spark_catalog=org.apache.iceberg.spark.SparkSessionCatalog",
+    "--conf", "spark.sql.catalog.spark_catalog.type=hadoop",
+    "--conf", "spark.sql.catalog.spark_catalog.warehouse=/home/iceberg/warehouse/",
+)
+RUNBOOK_SPARK_CODE = 'spark.read.table("cold.bronze_trades_binance").groupBy("sequence_number").count().where("count > 1").show()'
+
+
+def runbook_spark_shell_command(docker="docker"):
+    """The runbook's duplicate check as an operator types it in the lab: the code on standard
+    input of ``docker exec -i`` (an argv list; the code is RUNBOOK_SPARK_CODE)."""
+    return [docker, "exec", "-i", SPARK, "spark-shell"] + list(RUNBOOK_SPARK_ARGS)
+
+
+def spark_shell(code, *args, timeout=600):
+    """Run Scala ``code`` in ``spark-shell ARGS`` in the Spark container (``-i`` of a file there,
+    removed afterwards); returns what the shell printed on stdout (the REPL echo, results)."""
+    path = "/tmp/k2lab-spark-%s.scala" % secrets.token_hex(6)
+    dexec(SPARK, "sh", "-c", 'printf "%s\n" "$1" > "$2"', "sh", code, path)
+    try:
+        return dexec(SPARK, "spark-shell", *(list(args) + ["-i", path]), timeout=timeout)
+    finally:
+        dexec(SPARK, "rm", "-f", path, check=False)
+
+
+def spark_sql(sql, *args, timeout=600):
+    """``spark-sql ARGS -e SQL`` in the Spark container: the rows of every statement, in order,
+    each a list of its tab-separated fields (spark-sql prints results alone on stdout)."""
+    out = dexec(SPARK, "spark-sql", *(list(args) + ["-e", sql]), timeout=timeout)
+    return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+
 def consistency(tables=None, watermark=None):
     """The consistency checker's report: {'ok': bool, 'tables': {t: {...}}}.
 
