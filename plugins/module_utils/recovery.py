@@ -87,8 +87,8 @@ def outcome(run):
     done = list(run.get("done_scenarios") or [])
     verify = run.get("verification") or {}
 
-    if stop:
-        result = "escalate"
+    if stop and (not dry or stop.get("step") == "Diagnosis"):
+        result = "escalate"  # a dry run that reaches a stop is still the plan: it says where executing stops
     elif not done and final.get("status") == "healthy":
         result = "nothing-to-do"
     elif dry:
@@ -156,11 +156,13 @@ def outcome(run):
                                                            _command(settings, "diagnose"))
     state = {"scheduler": scheduler, "changes": _changes(run.get("actions")), "continue": cont, "undo": undo}
     return {"outcome": result, "escalate": bool(escalations) or result in ("escalate", "not-recovered"),
-            "escalations": escalations, "state_left": state, "headline": _headline(result, escalations, scheduler)}
+            "escalations": escalations, "state_left": state, "headline": _headline(result, escalations, scheduler, stop)}
 
 
-def _headline(result, escalations, scheduler):
-    words = {"dry-run": "DRY RUN - nothing was changed", "nothing-to-do": "NOTHING TO DO",
+def _headline(result, escalations, scheduler, stop=None):
+    words = {"dry-run": "DRY RUN - nothing was changed" + (
+                 "; executing would stop at %s [%s]" % (stop.get("step"), stop.get("kind")) if stop else ""),
+             "nothing-to-do": "NOTHING TO DO",
              "recovered": "RECOVERED and verified", "not-recovered": "NOT RECOVERED",
              "escalate": "ESCALATE - the recovery stopped"}[result]
     if escalations and result not in ("escalate", "dry-run"):

@@ -114,3 +114,15 @@ def test_changes_carry_their_audit_ids_backups_and_undo():
 def test_no_unknown_error_in_any_escalation_text():
     out = rc.outcome(run(stop={"kind": "step-failed", "step": "Scenario 2: wait", "text": "rc 1: refused"}))
     assert "Unknown error" not in str(out)
+
+
+def test_a_dry_run_that_reaches_a_stop_is_the_plan_and_says_where_executing_stops():
+    stop = {"kind": "watermark-write-failed", "step": "Scenario 4", "text": "refused", "keep_scheduler_stopped": True}
+    out = rc.outcome(run(dry_run=True, stop=stop, verification={}, scheduler_now=None,
+                         actions=[action("scheduler stopped", "scheduler-stop", dry_run=True)]))
+    assert out["outcome"] == "dry-run" and "executing would stop at Scenario 4 [watermark-write-failed]" in out["headline"]
+    assert out["escalations"][0]["kind"] == "watermark-write-failed"
+    assert not out["state_left"]["scheduler"]["stopped_by_this_run"]
+    # a diagnosis that blocks is an escalation even in a dry run
+    out = rc.outcome(run(dry_run=True, stop={"kind": "metrics-broken", "step": "Diagnosis", "text": "x"}))
+    assert out["outcome"] == "escalate"
