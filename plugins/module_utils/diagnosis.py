@@ -624,9 +624,9 @@ class _Diagnosis(object):
             "scenario_numbers": [s["scenario"] for s in scenarios],
             "primary": scenarios[0]["scenario"] if scenarios else status,
             "findings": [f for s in scenarios for f in s["findings"]],
-            "kinds": [c for s in scenarios for c in s["cases"]] + [e["kind"] for e in self.escalations],
+            "kinds": _unique([c for s in scenarios for c in s["cases"]] + [e["kind"] for e in self.escalations]),
             "escalations": self.escalations,
-            "blocking_escalations": [e["kind"] for e in self.escalations if e["blocks_recovery"]],
+            "blocking_escalations": _unique([e["kind"] for e in self.escalations if e["blocks_recovery"]]),
             "stale_unexplained": self.stale_unexplained,
             "stale_tables": stale,
             "cold_check": sorted(set(self.cold_check)),
@@ -635,6 +635,14 @@ class _Diagnosis(object):
             "missing_facts": self.missing,
             "summary": summary,
         }
+
+
+def _unique(items):
+    out = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def _seconds_between(earlier, later):

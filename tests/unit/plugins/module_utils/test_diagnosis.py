@@ -536,3 +536,11 @@ def test_a_scheduler_started_moments_ago_is_catching_up_not_unexplained():
     assert "catching-up" in [o["kind"] for o in d["observations"]]
     f["scheduler"]["unit"]["active_since"] = "2026-02-12 09:00:00"
     assert dg.classify(f)["status"] == "escalate"
+
+
+def test_kinds_are_listed_once():
+    f = wrong_password(healthy())
+    f["db_from_spark"] = dict(f["db_from_controller"], target="k2-prefect-db:5432")
+    d = dg.classify(f)
+    assert len([e for e in d["escalations"] if e["kind"] == "db-authentication"]) == 2
+    assert d["blocking_escalations"] == ["db-authentication"] and d["kinds"].count("db-authentication") == 1
