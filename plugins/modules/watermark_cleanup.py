@@ -79,8 +79,8 @@ options:
     default: false
   above_pair:
     description:
-      - Delete the entries whose pair, compared as a pair, is greater than this one, the latest entry included:
-        entries that claim rows the cold tier does not hold (the greatest pair it holds is
+      - Delete the entries whose pair, compared as a pair, is greater than this one, the latest entry included
+        - entries that claim rows the cold tier does not hold (the greatest pair it holds is
         M(k2.iceberg_offload.iceberg_table_info)'s RV(k2.iceberg_offload.iceberg_table_info#module:max_pair)).
         The scheduler then resumes from the newest entry at or below it, and the rows in between are offloaded
         instead of skipped (runbook Scenario 4, inconsistent watermarks; a watermark is never moved backward by

@@ -77,39 +77,7 @@ options:
         more than 10 means possible duplicate writes).
     type: int
     default: 10
-  locked:
-  description: The watermark table could not be read within O(lock_timeout) because another session holds a lock
-    on it (see RV(lock_holders)); RV(tables) is then empty.
-  returned: when the table was locked
-  type: bool
-  version_added: 1.1.0
-lock_holders:
-  description: The sessions holding a lock on the watermark table when RV(locked) (same keys as
-    RV(health.watermark_lock_holders)).
-  returned: when the table was locked
-  type: list
-  elements: dict
-  version_added: 1.1.0
-id_sequence:
-  description: The id column's sequence (C(sequence), C(next_value), C(max_id), C(behind)); C(behind) means the next
-    id exists already and every C(INSERT) violates the primary key. V(null) without a serial C(id).
-  returned: when the table exists and could be read
-  type: dict
-  sample: {sequence: public.offload_watermarks_id_seq, next_value: 1, max_id: 4242, behind: true}
-  version_added: 1.1.0
-recent_changes:
-  description: This collection's audit rows of the watermark table within O(recent_changes), newest first (C(id),
-    C(changed_at), C(module), C(table_name), C(parameters), C(rows_affected), C(backup)).
-  returned: when O(recent_changes) is set and the table could be read
-  type: list
-  elements: dict
-  version_added: 1.1.0
-recent_changes_window:
-  description: O(recent_changes) as given.
-  returned: when O(recent_changes) is set and the table could be read
-  type: str
-  version_added: 1.1.0
-health:
+  health:
     description:
       - Also report PostgreSQL health (version, connections, idle connections older than 10 minutes,
         ungranted locks and who blocks them, whether this role may terminate backends).
@@ -329,6 +297,38 @@ tables:
       type: list
       elements: dict
       sample: [{"max_timestamp": "2026-02-12 10:00:00", "sequence_number": 500, "entries": 3}]
+locked:
+  description: The watermark table could not be read within O(lock_timeout) because another session holds a lock
+    on it (see RV(lock_holders)); RV(tables) is then empty.
+  returned: when the table was locked
+  type: bool
+  version_added: 1.1.0
+lock_holders:
+  description: The sessions holding a lock on the watermark table when RV(locked) (same keys as
+    RV(health.watermark_lock_holders)).
+  returned: when the table was locked
+  type: list
+  elements: dict
+  version_added: 1.1.0
+id_sequence:
+  description: The id column's sequence (C(sequence), C(next_value), C(max_id), C(behind)); C(behind) means the next
+    id exists already and every C(INSERT) violates the primary key. V(null) without a serial C(id).
+  returned: when the table exists and could be read
+  type: dict
+  sample: {sequence: public.offload_watermarks_id_seq, next_value: 1, max_id: 4242, behind: true}
+  version_added: 1.1.0
+recent_changes:
+  description: This collection's audit rows of the watermark table within O(recent_changes), newest first (C(id),
+    C(changed_at), C(module), C(table_name), C(parameters), C(rows_affected), C(backup)).
+  returned: when O(recent_changes) is set and the table could be read
+  type: list
+  elements: dict
+  version_added: 1.1.0
+recent_changes_window:
+  description: O(recent_changes) as given.
+  returned: when O(recent_changes) is set and the table could be read
+  type: str
+  version_added: 1.1.0
 health:
   description: PostgreSQL health (when O(health=true)).
   returned: when health is true
