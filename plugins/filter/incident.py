@@ -86,9 +86,9 @@ def failure_text(result):
     if stderr:
         return ("rc %s: %s" % (r.get("rc"), stderr[-800:])) if r.get("rc") is not None else stderr[-800:]
     if r.get("attempts"):
-        return "gave up after %s attempts; last result: %s" % (r["attempts"], ", ".join(
-            "%s=%s" % (k, str(r[k])[:120]) for k in sorted(r) if k not in ("invocation", "attempts", "changed",
-                                                                          "failed", "msg"))[:600])
+        skip = ("invocation", "attempts", "changed", "failed", "msg")
+        last = ", ".join("%s=%s" % (k, str(r[k])[:120]) for k in sorted(r) if k not in skip)
+        return "gave up after %s attempts; last result: %s" % (r["attempts"], last[:600])
     if r.get("rc") not in (None, 0):
         return "exited with rc %s" % r["rc"]
     return "the task failed without a message (result: %s)" % ", ".join(sorted(r))[:300]

@@ -41,6 +41,7 @@ MAX_SAMPLE = 1000
 # ---------------------------------------------------------------------------
 # The scan.
 
+
 def _field(table, name, what):
     try:
         return table.schema().find_field(name)
@@ -301,4 +302,3 @@ def cold_tier_max_pair(table, ts_col="exchange_timestamp", seq_col="sequence_num
         if len(batch):
             best = _greater(best, _batch_max_pair(batch.column(ts_col), batch.column(seq_col)))
     return Watermark(*best) if best else None
-

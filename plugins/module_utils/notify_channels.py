@@ -296,5 +296,3 @@ def secrets_of(channel):
             # path segments that look like tokens (Slack's and Teams' are 24 characters and more)
             out.update(p for p in parts.path.split("/") if len(p) >= 16)
     return out
-
-

@@ -198,5 +198,3 @@ def build_email(channel, message, cap=ATTACHMENT_CAP):
         else:
             msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     return msg
-
-

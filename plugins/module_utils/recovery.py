@@ -160,8 +160,8 @@ def outcome(run):
 
 
 def _headline(result, escalations, scheduler, stop=None):
-    words = {"dry-run": "DRY RUN - nothing was changed" + (
-                 "; executing would stop at %s [%s]" % (stop.get("step"), stop.get("kind")) if stop else ""),
+    stop_at = "; executing would stop at %s [%s]" % (stop.get("step"), stop.get("kind")) if stop else ""
+    words = {"dry-run": "DRY RUN - nothing was changed" + stop_at,
              "nothing-to-do": "NOTHING TO DO",
              "recovered": "RECOVERED and verified", "not-recovered": "NOT RECOVERED",
              "escalate": "ESCALATE - the recovery stopped"}[result]
@@ -181,9 +181,9 @@ def state_lines(state):
             " and left stopped on purpose" if s.get("left_stopped_deliberately") else "", s.get("why"))
         if s.get("stopped_by_this_run") else "")]
     for c in state.get("changes") or []:
-        lines.append("changed: %s%s%s" % (c.get("step"), " (audit %s)" % ",".join(str(i) for i in c["audit_ids"])
-                                           if c.get("audit_ids") else "", " (backup %s)" % c["backup"]
-                                           if c.get("backup") else ""))
+        audit = " (audit %s)" % ",".join(str(i) for i in c["audit_ids"]) if c.get("audit_ids") else ""
+        backup = " (backup %s)" % c["backup"] if c.get("backup") else ""
+        lines.append("changed: %s%s%s" % (c.get("step"), audit, backup))
     if not state.get("changes"):
         lines.append("changed: nothing%s" % (" but the scheduler" if s.get("stopped_by_this_run") else ""))
     if state.get("continue"):

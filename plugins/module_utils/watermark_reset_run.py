@@ -231,5 +231,3 @@ def _reset_result(out, plans, check_mode):
                   for p in plans},
     }
     return out
-
-
