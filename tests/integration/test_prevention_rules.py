@@ -126,7 +126,7 @@ def install(role, db, tmp_path, **settings):
         role + "_config_path": str(d / ("k2-watermark-%s.conf" % short)),
         role + "_lock_file": str(d / "job.lock"),
         role + "_log_file": str(d / "job.log"),
-        role + "_lib_dir": str(d / "lib"),
+        role + "_lib_dir": str(d / "k2-lib"),
     }
     extra.update(settings)
     playbook = d / "install.yml"
@@ -346,7 +346,7 @@ def test_the_job_library_is_the_collections_code(copies, tmp_path):
     install("watermark_cleanup", copies[0], tmp_path)
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     source = os.path.join(here, "plugins", "module_utils")
-    lib = tmp_path / "watermark_cleanup" / "lib" / "ansible_collections" / "k2" / "iceberg_offload" / "plugins" / \
+    lib = tmp_path / "watermark_cleanup" / "k2-lib" / "ansible_collections" / "k2" / "iceberg_offload" / "plugins" / \
         "module_utils"
     installed = sorted(os.path.basename(p) for p in glob.glob(str(lib / "*.py")))
     assert installed == sorted(os.path.basename(p) for p in glob.glob(os.path.join(source, "*.py")))
