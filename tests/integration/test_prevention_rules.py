@@ -31,6 +31,7 @@ import sys
 import textwrap
 
 import pytest
+import yaml
 
 from tests.integration.conftest import WatermarkDB
 from tests.support.ansible_module import run_playbook
@@ -341,15 +342,49 @@ def test_health_check_verdict_is_watermark_info_findings(copies, tmp_path, healt
         assert check.returncode == 0, check.stdout.decode() + text
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# module level: "from ...module_utils.<name> import ..." at the start of a line
+UTILS_IMPORT = re.compile(r"^from ansible_collections\.k2\.iceberg_offload\.plugins\.module_utils\.(\w+) import", re.M)
+# the entry point's one import (inside a function): "from ...module_utils import (a, b, c)"
+ENTRY_IMPORT = re.compile(r"from ansible_collections\.k2\.iceberg_offload\.plugins\.module_utils import \((?:  #.*)?"
+                          r"\n([^)]*)\)")
+
+
+def _read(path):
+    with open(path) as fh:
+        return fh.read()
+
+
+def job_module_utils():
+    """What the entry point imports, and what those import at module level, transitively."""
+    entry = _read(os.path.join(REPO, "roles", "watermark_common", "files", "k2_watermark_job.py"))
+    todo = {n.strip() for n in ENTRY_IMPORT.search(entry).group(1).split(",") if n.strip()}
+    seen = set()
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        todo |= set(UTILS_IMPORT.findall(_read(os.path.join(REPO, "plugins", "module_utils", name + ".py")))) - seen
+    return sorted(seen)
+
+
+@pytest.mark.parametrize("role", ["watermark_cleanup", "watermark_health_check"])
+def test_the_roles_install_every_module_utils_the_job_imports(role):
+    with open(os.path.join(REPO, "roles", role, "vars", "main.yml")) as fh:
+        listed = yaml.safe_load(fh)[role + "_job_module_utils"]
+    assert sorted(listed) == job_module_utils()
+
+
 def test_the_job_library_is_the_collections_code(copies, tmp_path):
-    """What the role installs beside the scripts is the collection's module_utils, byte for byte."""
+    """What the role installs beside the script is the collection's module_utils, byte for byte."""
     install("watermark_cleanup", copies[0], tmp_path)
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    source = os.path.join(here, "plugins", "module_utils")
-    lib = tmp_path / "watermark_cleanup" / "k2-lib" / "ansible_collections" / "k2" / "iceberg_offload" / "plugins" / \
-        "module_utils"
-    installed = sorted(os.path.basename(p) for p in glob.glob(str(lib / "*.py")))
-    assert installed == sorted(os.path.basename(p) for p in glob.glob(os.path.join(source, "*.py")))
+    lib = tmp_path / "watermark_cleanup" / "k2-lib"
+    utils = lib / "ansible_collections" / "k2" / "iceberg_offload" / "plugins" / "module_utils"
+    installed = sorted(os.path.basename(p)[:-3] for p in glob.glob(str(utils / "*.py")))
+    assert installed == job_module_utils()
     for name in installed:
-        with open(os.path.join(source, name), "rb") as a, open(str(lib / name), "rb") as b:
+        with open(os.path.join(REPO, "plugins", "module_utils", name + ".py"), "rb") as a, \
+                open(str(utils / (name + ".py")), "rb") as b:
             assert a.read() == b.read(), name
+    with open(os.path.join(REPO, "roles", "watermark_common", "files", "k2_watermark_job.py"), "rb") as a, \
+            open(str(lib / "k2_watermark_job.py"), "rb") as b:
+        assert a.read() == b.read()
