@@ -143,7 +143,7 @@ def install(role, db, tmp_path, **settings):
                 name: k2.iceberg_offload.%(role)s
                 tasks_from: install
         """ % {"role": role}))
-    rc, _, out = run_playbook(str(playbook), extra_vars=extra)
+    rc, dummy, out = run_playbook(str(playbook), extra_vars=extra)
     assert rc == 0, out[-4000:]
     return extra[role + "_script_path"], extra[role + "_config_path"], extra[role + "_log_file"]
 
