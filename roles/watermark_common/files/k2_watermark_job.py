@@ -281,11 +281,6 @@ class Connection(object):
         self.relay = None
         self.conn = None
 
-    def where(self):
-        if self.access == "docker":
-            return "through docker exec %s" % setting("K2_CONTAINER", "k2-prefect-db")
-        return "at %s" % self.postgres.describe_target(self.settings)
-
     def open(self):
         try:
             table = self.postgres.parse_table_name(setting("K2_WATERMARK_TABLE", "offload_watermarks"))
