@@ -115,6 +115,10 @@ options:
     type: str
     choices: [auto, delete, rewrite]
     default: auto
+notes:
+  - The order of entries, the latest entry, O(keep) and the entries below the high-water mark
+    (O(regressions_only)) are defined once, in the collection's docs/watermark_modules.md ("Definitions"); the
+    weekly prevention job (P(k2.iceberg_offload.watermark_cleanup#role)) runs this module's code with O(keep=50).
 author:
   - K2 Platform Engineering (@k2-platform)
 seealso:

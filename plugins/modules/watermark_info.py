@@ -109,6 +109,9 @@ options:
     default: 7d
     version_added: 1.1.0
 notes:
+  - The latest entry, its age, a regression and a duplicate burst are defined once, in the collection's
+    docs/watermark_modules.md ("Definitions"); the daily prevention health check
+    (P(k2.iceberg_offload.watermark_health_check#role)) runs this module's code with its own thresholds.
   - "A session holding a lock that makes even a read wait (C(LOCK TABLE), C(ALTER TABLE)) is not a failure: after
     O(lock_timeout) the module returns RV(locked=true) with the sessions holding it (RV(lock_holders)), the
     health of the server, and no table entries (runbook Diagnosis step 4)."
