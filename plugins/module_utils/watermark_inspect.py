@@ -23,12 +23,25 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan 
 EXACT_COUNT_CAP = 10000
 
 
+FINDING_KINDS = ("watermark-table-missing", "index-missing", "watermark-table-locked", "id-sequence-behind",
+                 "watermark-missing", "future-entries", "stale", "late", "window-truncated", "regression",
+                 "duplicate-burst")
+
+
+def _finding(result, kind, table, text):
+    """A finding twice: the sentence in ``findings`` (for people) and ``{kind, table, text}`` in
+    ``finding_kinds`` (for code: the health-check job and playbooks branch on the kind, never the text)."""
+    assert kind in FINDING_KINDS, kind
+    result["findings"].append(text)
+    result["finding_kinds"].append({"kind": kind, "table": table, "text": text})
+
+
 def collect_info(store, params):
     """Everything watermark_info reports. The work grows with the number of source tables and the
     lookback window, not with the table's rows: one index probe per table for the latest entry, index
     ranges bounded by the window (at most ``max_window_entries`` rows read per table), and a count that
     is exact up to EXACT_COUNT_CAP entries and the planner's estimate above (unless exact_counts)."""
-    result = {"watermark_table": store.qualified_name, "findings": []}
+    result = {"watermark_table": store.qualified_name, "findings": [], "finding_kinds": []}
     result["table_exists"] = store.table_exists()
     result["index_name"] = store.find_index() if result["table_exists"] else None
     result["index_exists"] = result["index_name"] is not None
@@ -38,15 +51,16 @@ def collect_info(store, params):
         result["tables"] = []
         result["stale_tables"] = []
         result["warning_tables"] = []
-        result["findings"].append(
+        _finding(
+            result, "watermark-table-missing", None,
             "watermark table %s does not exist (runbook Scenario 3: create it with "
             "k2.iceberg_offload.watermark_reset state=present, then initialise the watermarks)"
             % store.qualified_name)
         return result
     if not result["index_exists"]:
-        result["findings"].append("no (table_name, created_at DESC) index on %s (the runbook's "
-                                  "idx_watermarks_table_created): latest-entry lookups scan the table "
-                                  "(watermark_reset state=present creates it)" % store.qualified_name)
+        _finding(result, "index-missing", None,
+                 "no (table_name, created_at DESC) index on %s (the runbook's idx_watermarks_table_created): "
+                 "latest-entry lookups scan the table (watermark_reset state=present creates it)" % store.qualified_name)
     try:
         return _collect_tables(store, params, result)
     except psycopg2.errors.LockNotAvailable:
@@ -56,7 +70,8 @@ def collect_info(store, params):
         holders = store.lock_holders()
         store.conn.rollback()
         result.update(tables=[], stale_tables=[], warning_tables=[], locked=True, lock_holders=holders)
-        result["findings"].append(
+        _finding(
+            result, "watermark-table-locked", None,
             "%s could not be read within lock_timeout=%ss: another session holds a lock on it (%s); every offload "
             "cycle waits on it too (runbook Diagnosis step 4, Scenario 2)" % (
                 store.qualified_name, params.get("lock_timeout"), _describe_holders(holders)))
@@ -71,7 +86,8 @@ def _collect_tables(store, params, result):
         result["recent_changes_window"] = params["recent_changes"]
     if (result["id_sequence"] or {}).get("behind"):
         seq = result["id_sequence"]
-        result["findings"].append(
+        _finding(
+            result, "id-sequence-behind", None,
             "the id sequence %s hands out %s next while max(id) is %s: every INSERT violates the primary key "
             "(runbook Scenario 4, constraint violations; watermark_reset state=present advances it)"
             % (seq["sequence"], seq["next_value"], seq["max_id"]))
@@ -86,7 +102,7 @@ def _collect_tables(store, params, result):
         if latest is None:
             item.update(latest=None, age_seconds=None, stale=True, warning=True, entries_last_hour=0,
                         expected_entries_last_hour=3600.0 / cycle, future_entries=0)
-            result["findings"].append("%s has no watermark entry (runbook Scenario 3)" % name)
+            _finding(result, "watermark-missing", name, "%s has no watermark entry (runbook Scenario 3)" % name)
             if params.get("count_entries", True):
                 item["total_entries"] = 0
                 item["total_entries_exact"] = True
@@ -112,7 +128,8 @@ def _collect_tables(store, params, result):
         item.update(analyse_window(rows[:limit], 2 * cycle, params["burst_threshold"]))
         lookback_text = params.get("lookback") or "24h"
         if future:
-            result["findings"].append(
+            _finding(
+                result, "future-entries", name,
                 "%s: %d entr%s dated after the server's now (%s), the latest at %s: the server's TimeZone "
                 "changed or its clock was stepped back. The scheduler reads the latest by created_at, so it "
                 "reads a future-dated entry and its own new entries (stamped now()) sort below it; age_seconds "
@@ -120,21 +137,22 @@ def _collect_tables(store, params, result):
                 "gap, regression and burst analysis" % (name, future, "y is" if future == 1 else "ies are",
                                                         format_timestamp(server_now), format_timestamp(future_max)))
         if item["stale"]:
-            result["findings"].append("%s: watermark stale, last entry %.0f s ago (> %d s)"
-                                      % (name, age or 0, params["stale_after"]))
+            _finding(result, "stale", name, "%s: watermark stale, last entry %.0f s ago (> %d s)"
+                     % (name, age or 0, params["stale_after"]))
         elif item["warning"] and age >= 0:
-            result["findings"].append("%s: last entry %.0f s ago (> %d s)" % (name, age, params["warn_after"]))
+            _finding(result, "late", name, "%s: last entry %.0f s ago (> %d s)" % (name, age, params["warn_after"]))
         if item["window_truncated"]:
-            result["findings"].append(
+            _finding(
+                result, "window-truncated", name,
                 "%s: more than %d entries in the last %s (a cycle every %d s writes about %.0f): only the newest "
                 "%d were analysed; that many entries is itself a duplicate burst (runbook Scenario 4)"
                 % (name, limit, lookback_text, cycle, lookback / cycle, limit))
         if item["regression_count"]:
-            result["findings"].append("%s: %d regression(s) in the last %s (runbook Scenario 4)"
-                                      % (name, item["regression_count"], lookback_text))
+            _finding(result, "regression", name, "%s: %d regression(s) in the last %s (runbook Scenario 4)"
+                     % (name, item["regression_count"], lookback_text))
         if item["duplicate_bursts"]:
-            result["findings"].append("%s: duplicate bursts, more than %d entries in an hour (runbook Scenario 4)"
-                                      % (name, params["burst_threshold"]))
+            _finding(result, "duplicate-burst", name, "%s: duplicate bursts, more than %d entries in an hour "
+                     "(runbook Scenario 4)" % (name, params["burst_threshold"]))
         tables.append(item)
     store.conn.rollback()
     result["tables"] = tables

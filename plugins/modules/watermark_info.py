@@ -194,6 +194,18 @@ findings:
   type: list
   elements: str
   sample: ["bronze_trades_binance: watermark stale, last entry 5400 s ago (> 3600 s)"]
+finding_kinds:
+  description:
+    - The same findings, in the same order, for code to branch on (a stable interface; the text may change).
+    - C(kind) is one of C(watermark-table-missing), C(index-missing), C(watermark-table-locked),
+      C(id-sequence-behind), C(watermark-missing), C(future-entries), C(stale), C(late), C(window-truncated),
+      C(regression), C(duplicate-burst); C(table) is the source table it concerns (null for the whole table);
+      C(text) is the sentence in RV(findings).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "stale", "table": "bronze_trades_binance",
+            "text": "bronze_trades_binance: watermark stale, last entry 5400 s ago (> 3600 s)"}]
 stale_tables:
   description: Tables whose latest entry is older than O(stale_after) (or that have no entry).
   returned: always

@@ -15,7 +15,7 @@ and taken the job's lock:
 
 Every rule the jobs apply - which entries a cleanup keeps, what a table's latest entry and its
 age are, what a regression and a duplicate burst are - and every audit row and backup is made by
-``watermark_ops.run_cleanup`` and ``watermark_ops.collect_info``, the functions the modules call
+``watermark_cleanup_run.run_cleanup`` and ``watermark_inspect.collect_info``, the functions the modules call
 (docs/watermark_modules.md, "Definitions"). This file reads settings, connects, and reports.
 
 Each line on stdout is a line of the job's log. Exit status: 0 done (healthy), 1 unhealthy (health
@@ -144,11 +144,12 @@ def import_collection():
             sys.modules.setdefault(name, types.ModuleType(name))
         sys.modules["ansible.module_utils.basic"] = basic
     from ansible_collections.k2.iceberg_offload.plugins.module_utils import (  # pylint: disable=import-outside-toplevel
-        postgres, watermark_ops, watermark_sql)
+        postgres, watermark, watermark_cleanup_run, watermark_inspect, watermark_ops, watermark_sql)
     if not postgres.HAS_PSYCOPG2:
         raise JobError("psycopg2 is not installed for %s (Debian: apt-get install python3-psycopg2), "
                        "or set the role's *_python to an interpreter that has it" % sys.executable)
-    return postgres, watermark_ops, watermark_sql
+    return types.SimpleNamespace(postgres=postgres, errors=watermark, ops=watermark_ops, sql=watermark_sql,
+                                 cleanup=watermark_cleanup_run, inspect=watermark_inspect)
 
 
 # -- reaching PostgreSQL -------------------------------------------------------------------------
@@ -271,7 +272,7 @@ class Connection(object):
     """Opens a WatermarkStore as the modules' open_store does, by libpq or through docker."""
 
     def __init__(self, utils, job, audit=False, lock_timeout=10, statement_timeout=None):
-        self.postgres, self.ops, self.sql = utils
+        self.postgres, self.ops, self.sql = utils.postgres, utils.ops, utils.sql
         self.job = job
         self.audit = audit
         self.lock_timeout = lock_timeout
@@ -329,7 +330,7 @@ class Connection(object):
 
 # -- the cleanup (runbook Prevention step 2) ---------------------------------------------------
 def cleanup(utils):
-    postgres, ops = utils[0], utils[1]
+    postgres, ops = utils.postgres, utils.ops
     keep = int_setting("K2_KEEP", 50, 1)
     lock_timeout = postgres_seconds(setting("K2_LOCK_TIMEOUT", "5s"), "K2_LOCK_TIMEOUT")
     backup = setting("K2_BACKUP", "table")
@@ -350,10 +351,10 @@ def cleanup(utils):
     try:
         store = connection.open()
         try:
-            out = ops.run_cleanup(store, params, False, audited=audited)
+            out = utils.cleanup.run_cleanup(store, params, False, audited=audited)
         except ops.OperationError as e:
             raise JobError(e.msg)
-        except ops.WatermarkError as e:
+        except utils.errors.WatermarkError as e:
             raise JobError(str(e))
         except postgres.psycopg2.Error as e:
             raise JobError(ops.db_failure(e, "cleaning up %s" % store.qualified_name, store, lock_timeout).msg)
@@ -378,13 +379,8 @@ def cleanup(utils):
 
 
 # -- the health check (runbook Prevention step 3) ------------------------------------------------
-def _is_regression_finding(finding, tables):
-    return any(t.get("regression_count") and finding.startswith(t["table_name"] + ": ")
-               and "regression" in finding for t in tables)
-
-
 def health_check(utils):
-    ops = utils[1]
+    ops = utils.ops
     stale = int_setting("K2_STALE_SECONDS", 3600, 1)
     hours = int_setting("K2_WINDOW_HOURS", 24, 1)
     max_regressions = int_setting("K2_MAX_REGRESSIONS", 0, 0)
@@ -405,10 +401,10 @@ def health_check(utils):
             store.conn.set_session(readonly=True)
             names = store.table_names() if store.table_exists() else []
             params["tables"] = names + [t for t in listed if t not in names]
-            result = ops.collect_info(store, params)
-        except (ops.OperationError, ops.WatermarkError) as e:
+            result = utils.inspect.collect_info(store, params)
+        except (ops.OperationError, utils.errors.WatermarkError) as e:
             raise JobError(getattr(e, "msg", str(e)))
-        except utils[0].psycopg2.Error as e:
+        except utils.postgres.psycopg2.Error as e:
             raise JobError(ops.db_failure(e, "reading the watermark table", None, HEALTH_LOCK_TIMEOUT).msg)
     except JobError as e:
         say("UNHEALTHY: the check could not run: %s" % e)
@@ -418,24 +414,27 @@ def health_check(utils):
         connection.close()
     if not result["table_exists"] or result.get("locked"):
         # the check could not read the table: a failed check (2), as when it cannot connect
-        for finding in result["findings"]:
-            say("UNHEALTHY: the check could not run: %s" % finding)
+        for finding in result["finding_kinds"]:
+            say("UNHEALTHY: the check could not run: %s" % finding["text"])
         metrics.write(up=0, healthy=0)
         return FAILED
 
     tables = result["tables"]
     regressions = sum(t.get("regression_count", 0) for t in tables)
     tolerated = 0 < regressions <= max_regressions
-    counted = [f for f in result["findings"] if not (tolerated and _is_regression_finding(f, tables))]
+    # watermark_info's findings by kind: up to max_regressions regressions are tolerated, nothing else.
+    findings = result["finding_kinds"]
+    counted = [f["text"] for f in findings if not (tolerated and f["kind"] == "regression")]
     if not tables:
         counted.append("%s has no entries" % result["watermark_table"])
     ages = [max(0, int(t["age_seconds"])) for t in tables if t.get("age_seconds") is not None]
     worst = max(ages) if ages else 0
     for t in tables:
         say(_table_line(t, hours))
-    for finding in result["findings"]:
-        if finding not in counted:
-            say("tolerated: %s (%d regression(s) in all, max_regressions %d)" % (finding, regressions, max_regressions))
+    for finding in findings:
+        if tolerated and finding["kind"] == "regression":
+            say("tolerated: %s (%d regression(s) in all, max_regressions %d)" % (
+                finding["text"], regressions, max_regressions))
     for finding in counted:
         say("UNHEALTHY: " + finding)
     verdict = "UNHEALTHY" if counted else "HEALTHY"
