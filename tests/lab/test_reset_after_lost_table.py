@@ -44,17 +44,24 @@ def lose_the_table():
 
 def test_cold_tier_reset_leaves_the_cold_tier_exact(k2lab):
     lose_the_table()
-    plan = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), check=True, host=SPARK_HOST)
-    assert not plan["failed"], plan.get("msg")
-    assert plan["changed"]
-    # check mode wrote nothing: the table is still missing
-    assert "offload_watermarks" not in lab.dexec(lab.PG, "psql", "-U", "prefect", "-d", "prefect", "-c",
-                                                 r"\dt offload_watermarks", check=False)
-    result = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), host=SPARK_HOST)
-    assert not result["failed"], result.get("msg")
-    assert result["changed"]
-    again = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), host=SPARK_HOST)
-    assert not again["failed"] and not again["changed"], (again.get("msg"), again.get("exception"), again)
+    # As Scenario 3 does: the scheduler stays stopped while the watermarks are re-initialised. With it
+    # running, a cycle can commit to the cold tier and write its watermark between the module's read of
+    # the cold tier and its read of the table; the rerun then refuses, rightly, to move a watermark back.
+    faults.inject("scheduler-stopped")
+    try:
+        plan = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), check=True, host=SPARK_HOST)
+        assert not plan["failed"], plan.get("msg")
+        assert plan["changed"]
+        # check mode wrote nothing: the table is still missing
+        assert "offload_watermarks" not in lab.dexec(lab.PG, "psql", "-U", "prefect", "-d", "prefect", "-c",
+                                                     r"\dt offload_watermarks", check=False)
+        result = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), host=SPARK_HOST)
+        assert not result["failed"], result.get("msg")
+        assert result["changed"]
+        again = run_module("watermark_reset", reset_args(k2lab, strategy="cold_tier"), host=SPARK_HOST)
+        assert not again["failed"] and not again["changed"], (again.get("msg"), again.get("exception"), again)
+    finally:
+        faults.heal("scheduler-stopped")
     lab.wait_for_new_watermarks(cycles=3)
     report = lab.consistency()
     for t in lab.TABLES:
