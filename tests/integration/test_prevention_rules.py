@@ -388,3 +388,34 @@ def test_the_job_library_is_the_collections_code(copies, tmp_path):
     with open(os.path.join(REPO, "roles", "watermark_common", "files", "k2_watermark_job.py"), "rb") as a, \
             open(str(lib / "k2_watermark_job.py"), "rb") as b:
         assert a.read() == b.read()
+
+
+@pytest.mark.parametrize("max_regressions", [0, 2, 1])
+def test_health_check_tolerates_regressions_by_kind(copies, tmp_path, max_regressions):
+    """max_regressions tolerates watermark_info's findings of kind "regression" (and no other kind), as
+    long as the window holds no more than that many regressions in all."""
+    job_db = copies[0]
+    now = _server_now(job_db)
+    seed([job_db], now, healthy_only=True)
+    ins = "INSERT INTO %s (table_name, max_timestamp, sequence_number, created_at) VALUES (%%s, %%s, %%s, %%s)"
+    # one table, two regressions: pairs 1..5, then 3, then 2, then 6 (all within the last two hours)
+    for i, n in enumerate([1, 2, 3, 4, 5, 3, 2, 6]):
+        job_db.sql(ins % job_db.table, (REGRESS, datetime.datetime(2026, 2, 12, n), n,
+                                        now - datetime.timedelta(minutes=5 + 15 * (7 - i))))
+    info = job_db.run("watermark_info", tables=[FRESH, REGRESS], **INFO_ARGS)
+    assert [f["kind"] for f in info["finding_kinds"]] == ["regression"], info["findings"]
+    assert info["tables"][1]["regression_count"] == 2, info["tables"]
+    script, config, log_file = install("watermark_health_check", job_db, tmp_path,
+                                       watermark_health_check_max_regressions=max_regressions,
+                                       watermark_health_check_mail_when="never",
+                                       watermark_health_check_metrics_file=str(tmp_path / "h.prom"))
+    rc, output = run_job(script, config)
+    messages = log_messages(log_file)
+    tolerated = [m for m in messages if m.startswith("tolerated: ")]
+    if max_regressions >= 2:
+        assert rc == 0, (output, messages)
+        assert len(tolerated) == 1 and REGRESS in tolerated[0], messages
+    else:
+        assert rc == 1, (output, messages)
+        assert not tolerated and any(m.startswith("UNHEALTHY: %s: 2 regression(s)" % REGRESS) for m in messages), \
+            messages

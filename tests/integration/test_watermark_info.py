@@ -20,6 +20,7 @@ def test_missing_table_is_a_finding_not_a_failure(wdb):
     assert not r["failed"] and not r["changed"]
     assert r["table_exists"] is False and r["index_exists"] is False and r["tables"] == []
     assert "Scenario 3" in r["findings"][0]
+    assert r["finding_kinds"] == [{"kind": "watermark-table-missing", "table": None, "text": r["findings"][0]}]
     assert r["health"]["server_version"] == wdb.sql("SHOW server_version")[0][0] and r["health"]["connections"] >= 1
 
 
@@ -28,6 +29,7 @@ def test_missing_index_is_a_finding(wdb):
     wdb.sql("DROP INDEX %s.idx_watermarks_table_created" % wdb.schema)
     r = wdb.run("watermark_info")
     assert r["table_exists"] and not r["index_exists"] and "idx_watermarks_table_created" in r["findings"][0]
+    assert r["finding_kinds"][0]["kind"] == "index-missing"
 
 
 def test_healthy_stale_and_warning_tables(wdb):
@@ -49,6 +51,7 @@ def test_healthy_stale_and_warning_tables(wdb):
     t = by_table(r)
     assert t["nothing_here"]["latest"] is None and t["nothing_here"]["stale"]
     assert "nothing_here has no watermark entry" in " ".join(r["findings"])
+    assert [(f["kind"], f["table"]) for f in r["finding_kinds"]] == [("watermark-missing", "nothing_here")]
 
 
 def test_latest_entry_ties_use_id(wdb):
@@ -80,6 +83,9 @@ def test_gaps_regressions_bursts_and_duplicate_pairs(wdb):
     assert t["duplicate_pairs"][0] == {"max_timestamp": "2026-02-12 07:30:00", "sequence_number": 90, "entries": 12}
     assert len(t["duplicate_bursts"]) == 1 and t["duplicate_bursts"][0]["max_entries_per_hour"] == 12
     assert any("regression" in f for f in r["findings"]) and any("burst" in f for f in r["findings"])
+    # the same findings, in the same order, by kind: what the health-check job branches on
+    assert [f["text"] for f in r["finding_kinds"]] == r["findings"]
+    assert {(f["kind"], f["table"]) for f in r["finding_kinds"]} >= {("regression", "b"), ("duplicate-burst", "b")}
 
 
 def test_ungranted_lock_shows_the_blocker(wdb, pg_server):
