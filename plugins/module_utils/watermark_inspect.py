@@ -31,7 +31,8 @@ FINDING_KINDS = ("watermark-table-missing", "index-missing", "watermark-table-lo
 def _finding(result, kind, table, text):
     """A finding twice: the sentence in ``findings`` (for people) and ``{kind, table, text}`` in
     ``finding_kinds`` (for code: the health-check job and playbooks branch on the kind, never the text)."""
-    assert kind in FINDING_KINDS, kind
+    if kind not in FINDING_KINDS:
+        raise ValueError("unknown finding kind %r" % kind)
     result["findings"].append(text)
     result["finding_kinds"].append({"kind": kind, "table": table, "text": text})
 
