@@ -521,18 +521,25 @@ class _Diagnosis(object):
         behind = dict((t, prom_ages.get(t)) for t in fresh
                       if prom_ages.get(t) is None or prom_ages[t] > self.stale_after)
         firing = [t for t in prom.get("firing_tables") or [] if t in fresh]
-        if not behind and not firing:
+        if not behind:
+            if firing:
+                # Prometheus' own series is fresh too: the alert resolves at its rule's next evaluation
+                # (right after a recovery it still fires for a while). Nothing is broken.
+                self.observe("alert-clearing", "%s still fires for %s although Prometheus' "
+                             "watermark_timestamp_seconds is fresh again: it resolves at the rule's next "
+                             "evaluation (if it keeps firing, look at the rule)" % (
+                                 self.settings.get("alert_name") or "IcebergOffloadWatermarkStale",
+                                 ", ".join(firing)), tables=firing)
             return
         targets = prom.get("unhealthy_targets") or []
         self.escalate("metrics-broken", "the pipeline is healthy (every watermark in PostgreSQL is fresh: %s) but "
                       "Prometheus %s: the watermark exporter or its scrape is broken, not the offload%s" % (
                           ", ".join("%s %s old" % (t, age_text(a)) for t, a in sorted(self.pg_ages.items())),
-                          "has no fresh watermark_timestamp_seconds for %s" % ", ".join(sorted(behind)) if behind
-                          else "fires the alert for %s" % ", ".join(firing),
+                          "has no fresh watermark_timestamp_seconds for %s" % ", ".join(sorted(behind)),
                           "; scrape: %s" % "; ".join("%s (job %s) %s: %s" % (
                               t.get("instance"), t.get("job"), t.get("health"), t.get("last_error")) for t in targets)
                           if targets else "; every scrape target is up (look at the exporter's own query)"),
-                      tables=sorted(set(behind) | set(firing)), targets=targets)
+                      tables=sorted(behind), targets=targets)
 
     def escalation_rules(self):
         """The runbook's Escalation section, for what the diagnosis already shows (they hold however the

@@ -476,6 +476,19 @@ def test_metrics_broken_is_said_not_healthy_and_only_without_a_case():
     assert "metrics-broken" not in d["kinds"]
 
 
+def test_an_alert_still_firing_over_fresh_series_is_clearing_not_broken():
+    """Right after a recovery the alert fires until its rule's next evaluation: with every watermark
+    fresh in PostgreSQL and in Prometheus that is an observation, not an escalation."""
+    facts = healthy()
+    facts["prometheus"].update(firing_tables=[TABLES[0]])
+    d = dg.classify(facts)
+    assert d["status"] == "healthy" and not d["escalations"], d["escalations"]
+    assert [o["kind"] for o in d["observations"] if o["kind"] == "alert-clearing"] == ["alert-clearing"]
+    # the same alert over a series Prometheus no longer gets is the broken exporter
+    d = dg.classify(metrics_broken(facts))
+    assert [e["kind"] for e in d["escalations"]] == ["metrics-broken"]
+
+
 def test_escalation_rules_hold_without_blocking_the_recovery():
     d = dg.classify(cold_duplicates(healthy()))
     e = [x for x in d["escalations"] if x["kind"] == "cold-duplicates-found"][0]
