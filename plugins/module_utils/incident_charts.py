@@ -127,6 +127,20 @@ def _bounds(series, threshold=None, floor=0.0):
     return low, high * 1.12 if high > 0 else high + abs(high) * 0.12 + 1
 
 
+def _with_gaps(points, cycle_seconds):
+    """The points in time order, the line broken (a None) where more than two and a half cycles pass without
+    one: a stopped scheduler offloads nothing, it does not ramp from one cycle's rows to the next."""
+    points = sorted(points)
+    if not cycle_seconds:
+        return points
+    out = []
+    for prev, cur in zip([None] + points, points):
+        if prev is not None and cur[0] - prev[0] > 2.5 * cycle_seconds:
+            out.append(None)
+        out.append(cur)
+    return out
+
+
 def _mark_colours(marks):
     # the labels' series draws nothing but text, which pygal writes black on a light series colour
     return [MARK_COLOURS.get(m["kind"], "#555555") for m in marks] + ["#eeeeee"]
@@ -194,7 +208,7 @@ def rows_chart(view):
         "Sequence numbers advanced per watermark entry"
     chart = _chart(title, rows["unit"], view["window"], colours, (low, high))
     for name in tables:
-        chart.add(name, sorted(series.get(name, [])), show_dots=True)
+        chart.add(name, _with_gaps(series.get(name, []), view.get("cycle_seconds")), show_dots=True)
     if failed:
         chart.add("failed job", sorted(failed), show_dots=True, dots_size=5, stroke=False)
     _add_marks(chart, view["marks"], high / 1.12, low)

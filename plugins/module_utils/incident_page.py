@@ -96,8 +96,9 @@ def _num(value, default=None):
 def window_start(times, cycle_seconds, ages=None, ages_at=None, now=None, max_seconds=MAX_WINDOW_SECONDS):
     """Where the incident's charts begin: before the earliest of ``times`` (the incident's start, the
     alert's ``activeAt``, the recovery's start), and before the moment each table's watermark last
-    advanced when ``ages`` ({table: seconds or {seconds}}) were read at ``ages_at``. A margin of three
-    cycles, or a tenth of the span, shows how the pipeline ran before. Never more than ``max_seconds``
+    advanced when ``ages`` ({table: seconds or {seconds}}) were read at ``ages_at``. A margin of six cycles
+    (the alert fires four cycles after the watermark stops), or a tenth of the span, shows how the pipeline
+    ran before. Never more than ``max_seconds``
     before ``now``; with no time known, ``DEFAULT_WINDOW_CYCLES`` cycles before it. Naive UTC."""
     now = parse_time(now) or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     cycle = max(1.0, _num(cycle_seconds, 900.0))
@@ -114,7 +115,7 @@ def window_start(times, cycle_seconds, ages=None, ages_at=None, now=None, max_se
     else:
         earliest = min(candidates)
         span = (now - earliest).total_seconds()
-        start = earliest - datetime.timedelta(seconds=max(3 * cycle, span / 10.0))
+        start = earliest - datetime.timedelta(seconds=max(6 * cycle, span / 10.0))
     return max(start, now - datetime.timedelta(seconds=max_seconds))
 
 
@@ -393,6 +394,19 @@ def diagnosis(diag):
                              for o in diag.get("observations") or [] if isinstance(o, dict)]}
 
 
+def zero_runs(series, minimum=2):
+    """{table: {offloads, since}}: the tables whose last ``minimum`` or more offloads in the series wrote 0 rows
+    (runbook Scenario 5: the flat line of a silent offload failure), with when that run began."""
+    out = {}
+    for name, points in series.items():
+        run = []
+        for when, rows in sorted(points):
+            run = run + [when] if rows == 0 else []
+        if len(run) >= minimum:
+            out[name] = {"offloads": len(run), "since": text_time(parse_time(run[0]))}
+    return out
+
+
 def _peak(series):
     best = None
     for name, points in sorted(series.items()):
@@ -490,13 +504,20 @@ def build_page(report, kind, facts=None, settings=None, now=None):
         ok = bool(report.get("ok"))
         status = {"text": "post-incident checks %s" % ("passed" if ok else "FAILED"), "ok": ok,
                   "detail": "recovery: %s" % (report.get("recovery_outcome") or "no recovery report")}
+        if ok and report.get("escalations"):
+            status["ok"] = False
+            status["text"] += ", escalate"
+            status["text_level"] = "warn"
     else:
         outcome = report.get("outcome") or "unknown"
         status = {"text": outcome, "ok": outcome in ("recovered", "nothing-to-do") and not report.get("escalate"),
                   "detail": report.get("headline")}
+    # green: done; amber: recovered (or checks passed) and still to escalate, or a dry run; red: anything else
+    status["level"] = "ok" if status["ok"] else (
+        "warn" if status.pop("text_level", None) or status["text"] in ("recovered", "dry-run") else "bad")
     state = report.get("state_left") if isinstance(report.get("state_left"), dict) else None
     view = {
-        "kind": kind, "alert": settings.get("alert_name") or report.get("alert") or "IcebergOffloadWatermarkStale",
+        "kind": kind, "cycle_seconds": _num(settings.get("cycle_seconds")), "alert": settings.get("alert_name") or report.get("alert") or "IcebergOffloadWatermarkStale",
         "generated": text_time(end), "status": status,
         "window": {"start": text_time(start), "end": text_time(end), "start_epoch": epoch(start),
                    "end_epoch": epoch(end)},
@@ -505,7 +526,8 @@ def build_page(report, kind, facts=None, settings=None, now=None):
                 "threshold": _num(settings.get("stale_after"))},
         "rows": {"source": rows_source, "source_text": source_text[rows_source], "note": rows_note,
                  "series": log_rows, "failures": failures if rows_source == "scheduler-log" else {},
-                 "unit": "sequence numbers per entry" if rows_source == "watermark-pairs" else "rows per offload"},
+                 "unit": "sequence numbers per entry" if rows_source == "watermark-pairs" else "rows per offload",
+                 "zero_runs": zero_runs(log_rows) if rows_source == "scheduler-log" else {}},
         "marks": page_marks,
         "audit": audit_rows,
         "audit_missing": sorted(i for i in ids if i not in audit),
