@@ -16,12 +16,12 @@ description:
   - Writes O(data) as JSON (and O(markdown) beside it) into O(dir) on the controller, as
     C(<kind>-<UTC time>.json) and C(latest-<kind>.json). The directory is created owner-only (0700), the files
     0600. Writes nothing in check mode.
-  - With O(html), also one self-contained HTML page, C(<kind>-<UTC time>.html) and C(latest-<kind>.html) (0600):
-    a chart of each table's watermark age over the incident with the alert's threshold, a chart of the rows
+  - With O(html), also one self-contained HTML page, C(<kind>-<UTC time>.html) and C(latest-<kind>.html) (0600),
+    with a chart of each table's watermark age over the incident with the alert's threshold, a chart of the rows
     offloaded per cycle, both with a numbered mark for the incident's start, its detection, every action of the
     run's record (scenario, module, audit ids), the verification and the end; the audit rows, the reconciliation
     per table, the cold-tier repairs with their rollback command, the diagnosis and its evidence, the escalations,
-    the state the run left and an empty root-cause section. Styles and charts (SVG) are inline: it opens without a
+    the state the run left and an empty root-cause section. Styles and charts (SVG) are inline, so it opens without a
     network. The charts are drawn with the Python library pygal on the controller; without it the page is written
     without them, with a warning.
   - The playbooks put no secrets in reports; what is written is what the modules returned.

@@ -210,9 +210,9 @@ log:
     tables:
       description: Per source table, C(last_completed) (C(time), C(rows), C(line)), C(consecutive_zero_rows),
         C(completed_seen), C(last_nonzero), C(last_failure) (C(time), C(cycle), C(rc), C(error_kind),
-        C(error)) and C(last_error); with O(history), C(history) (the last offloads, oldest first: C(time), C(utc),
-        C(rows), and C(failed) with the job's exit code for one that failed). C(time) is the log's, in the host's
-        local time; C(utc) the same moment in UTC.
+        C(error)) and C(last_error); with O(history), C(history) (the last offloads, oldest first, each with C(time),
+        C(utc), C(rows), and C(failed) with the job's exit code for one that failed). C(time) is the log's, in the
+        host's local time; C(utc) the same moment in UTC.
       type: dict
     errors:
       description: The last O(max_errors) error lines (C(time), C(kind), C(line)).

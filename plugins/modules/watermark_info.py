@@ -319,7 +319,7 @@ tables:
       version_added: 1.1.0
     entries_truncated:
       description: The window held more entries than O(max_window_entries) and the oldest of RV(tables[].entries) is
-        later than O(entries_since): older ones are missing.
+        later than O(entries_since), so older ones are missing.
       returned: when O(entries_since) is set and the table has an entry
       type: bool
       sample: false

@@ -62,8 +62,8 @@ options:
     default: []
   history_since:
     description:
-      - Also return each table's age over time, from this moment to now (RV(age_history)): the alert's own
-        expression C(time() - watermark_timestamp_seconds) through C(/api/v1/query_range).
+      - "Also return each table's age over time, from this moment to now (RV(age_history)): the alert's own
+        expression C(time() - watermark_timestamp_seconds) through C(/api/v1/query_range)."
       - An ISO 8601 timestamp (UTC when it has no offset) or a duration such as C(2h) (that long ago).
       - The incident report's HTML page draws it.
     type: str
