@@ -159,7 +159,7 @@ def age_chart(view):
     colours += _mark_colours(view["marks"])
     chart = _chart("Watermark age per table (seconds)", "age (s)", view["window"], colours, (low, high))
     for name in tables:
-        chart.add(name, [(t, v) for t, v in series[name]])
+        chart.add(name, list(series[name]))
     if threshold is not None:
         chart.add("alert threshold (%s s)" % _number(threshold), [
             (view["window"]["start_epoch"], threshold), (view["window"]["end_epoch"], threshold)],

@@ -517,7 +517,8 @@ def build_page(report, kind, facts=None, settings=None, now=None):
         "warn" if status.pop("text_level", None) or status["text"] in ("recovered", "dry-run") else "bad")
     state = report.get("state_left") if isinstance(report.get("state_left"), dict) else None
     view = {
-        "kind": kind, "cycle_seconds": _num(settings.get("cycle_seconds")), "alert": settings.get("alert_name") or report.get("alert") or "IcebergOffloadWatermarkStale",
+        "kind": kind, "cycle_seconds": _num(settings.get("cycle_seconds")),
+        "alert": settings.get("alert_name") or report.get("alert") or "IcebergOffloadWatermarkStale",
         "generated": text_time(end), "status": status,
         "window": {"start": text_time(start), "end": text_time(end), "start_epoch": epoch(start),
                    "end_epoch": epoch(end)},

@@ -164,5 +164,3 @@ def _total_entries(store, name, exact):
     if n <= EXACT_COUNT_CAP:
         return {"total_entries": n, "total_entries_exact": True}
     return {"total_entries": max(store.estimate_entries(name) or 0, n), "total_entries_exact": False}
-
-

@@ -128,7 +128,7 @@ def png_pixels(path):
     raw = zlib.decompress(b"".join(idat))
     stride = width * bpp
     rows, prev, i = [], bytearray(stride), 0
-    for _ in range(height):
+    for _row in range(height):
         kind, line = raw[i], bytearray(raw[i + 1:i + 1 + stride])
         i += 1 + stride
         for x in range(stride):
