@@ -57,8 +57,8 @@ def check_page(path, tmp_path, name, age_source, rows_source):
     """What every page must be: self-contained, private, both charts drawn with every mark, the marks'
     table; returns the parsed page. The screenshot must show the charts (a page of ink and colours)."""
     # owner-only files (the directory the collection creates is 0700: tests/integration; this one the harness made)
-    for name in os.listdir(os.path.dirname(path)):
-        assert stat.S_IMODE(os.stat(os.path.join(os.path.dirname(path), name)).st_mode) == 0o600, name
+    for written in os.listdir(os.path.dirname(path)):
+        assert stat.S_IMODE(os.stat(os.path.join(os.path.dirname(path), written)).st_mode) == 0o600, written
     page = parse(path)
     assert page["scripts"] == 0 and page["links"] == 0 and page["external"] == [], \
         (page["scripts"], page["links"], page["external"])
