@@ -37,6 +37,14 @@ from mttr_bench import machine, write_section  # noqa: E402
 
 # The one task whose time is the pipeline's, not the playbook's: it waits for the next cycle.
 WAIT_TASK = "Post-incident step 1: watermark progression"
+# The tasks the page adds to or asks more of: where its charts begin, the log's history, the entries, the
+# Prometheus range, and the report written with its page.
+TOUCHED = ("charts begin", "Post-incident: the scheduler now", "Watermarks now:", "Post-incident: when the incident began",
+           "Write the report - incident")
+
+
+def touched_seconds(run):
+    return round(sum(s for n, s in run["tasks"] if any(t in n for t in TOUCHED)), 3)
 
 
 def log(msg):
@@ -72,7 +80,7 @@ def one_run(inventory, reports, html_on):
     if run.rc != 0:
         raise RuntimeError("post_incident.yml failed: %s" % run.output[-3000:])
     tasks, html = task_times(run.output)
-    wait = sum(s for n, s in tasks if n.startswith(WAIT_TASK))
+    wait = sum(s for n, s in tasks if WAIT_TASK in n)  # the json callback prefixes the role's name
     total = sum(s for _n, s in tasks)
     return {"html": html_on, "wall_seconds": round(run.seconds, 2), "task_seconds": round(total, 2),
             "wait_seconds": round(wait, 2), "without_wait_seconds": round(total - wait, 2),
@@ -86,7 +94,20 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=5, help="runs with the page and as many without (default 5)")
     ap.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    ap.add_argument("--render", metavar="JSON", help="write the section again from a results file, run nothing")
     args = ap.parse_args(argv)
+    if args.render:
+        with open(args.render) as fh:
+            results = json.load(fh)
+        for r in results["runs"]:  # the figures again from each task's own time
+            wait = sum(s for n, s in r["tasks"] if WAIT_TASK in n)
+            r["wait_seconds"] = round(wait, 2)
+            r["without_wait_seconds"] = round(r["task_seconds"] - wait, 2)
+        text = render(results)
+        sys.stdout.write(text)
+        if not args.no_doc:
+            write_section("html", text)
+        return
     started = time.time()
     runs = []
     with lab.running(cycle_seconds=int(os.environ.get("K2LAB_CYCLE_SECONDS", "10")),
@@ -129,7 +150,10 @@ def _median(runs, key, html_on):
 
 def render(results):
     runs = results["runs"]
+    for r in runs:
+        r["touched_seconds"] = touched_seconds(r)
     on, off = (_median(runs, "without_wait_seconds", True), _median(runs, "without_wait_seconds", False))
+    t_on, t_off = _median(runs, "touched_seconds", True), _median(runs, "touched_seconds", False)
     wall_on, wall_off = _median(runs, "wall_seconds", True), _median(runs, "wall_seconds", False)
     render_med = _median(runs, "render_seconds", True)
     added = [r["without_wait_seconds"] for r in runs if r["html"]]
@@ -147,18 +171,25 @@ def render(results):
         "",
         "| | with the page | without | added |",
         "|---|---:|---:|---:|",
-        "| the playbook's tasks, less the wait for the next cycle (median s) | %.2f | %.2f | **%+.2f** |" % (
-            on, off, on - off),
-        "| ... the same, range over the runs (s) | %.2f-%.2f | %.2f-%.2f | |" % (min(added), max(added), min(base),
-                                                                              max(base)),
+        "| the five tasks the page touches: where the charts begin, `scheduler_info` (+`history`), `watermark_info` "
+        "(+`entries_since`), `watermark_metrics_info` (+`history_since`), `incident_report` (+`html`) (median s) "
+        "| %.2f | %.2f | **%+.2f** |" % (t_on, t_off, t_on - t_off),
+        "| ... the same, range over the runs (s) | %.2f-%.2f | %.2f-%.2f | |" % (
+            min(r["touched_seconds"] for r in runs if r["html"]), max(r["touched_seconds"] for r in runs if r["html"]),
+            min(r["touched_seconds"] for r in runs if not r["html"]),
+            max(r["touched_seconds"] for r in runs if not r["html"])),
+        "| every task of the playbook but the wait for the next cycle (median s; range) | %.2f (%.2f-%.2f) | "
+        "%.2f (%.2f-%.2f) | %+.2f |" % (on, min(added), max(added), off, min(base), max(base), on - off),
         "| the page itself: data shaped, two charts drawn (pygal), template (median s) | %.3f | - | |" % render_med,
         "| the whole playbook, wall clock, with the wait (median s) | %.1f | %.1f | |" % (wall_on, wall_off),
         "",
         "The page's history costs no extra task against the database or the scheduler's host: the scheduler's log "
         "history comes with post_incident.yml's first `scheduler_info` (`history`), the watermark entries with the "
         "read it reconciles up to (`entries_since`), the ages with its Prometheus read (`history_since`, one "
-        "`query_range`); one `set_fact` computes where the charts begin. The wait for the next cycle (0 to 1 "
-        "cycle, whatever the page does) is left out of the first rows and is in the last. Goal: under 2 s.",
+        "`query_range`); one `set_fact` computes where the charts begin. What the page adds is the first row: the "
+        "time of the tasks it touches, with and without it. The playbook as a whole varies from run to run by more "
+        "than that (the cold-tier scan and ClickHouse on a loaded machine, the wait for the next cycle: 0 to 1 cycle, "
+        "whatever the page does), so its difference says only that the page is lost in that noise. Goal: under 2 s.",
         "<!-- html:end -->",
     ]
     return "\n".join(lines) + "\n"
