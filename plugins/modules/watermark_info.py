@@ -143,8 +143,8 @@ health:
   entries_since:
     description:
       - Also return each table's entries written since this moment (RV(tables[].entries)), read with the window
-        (no further query): an ISO 8601 timestamp (UTC when it has no offset) or a duration such as C(2h), that
-        long before the server's now. The incident report's HTML page draws the watermark's age from them when
+        (no further query), given as an ISO 8601 timestamp (UTC when it has no offset) or a duration such as C(2h),
+        that long before the server's now. The incident report's HTML page draws the watermark's age from them when
         Prometheus does not answer.
     type: str
     version_added: 1.1.0
