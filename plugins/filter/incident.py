@@ -18,7 +18,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.recovery import
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.scenario_checks import (
     corruption, manual_offload, reconcile, silent_offloads)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import parse_log
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.incident_page import text_time, window_start
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.incident_history import text_time, window_start
 
 
 def diagnose(facts):
