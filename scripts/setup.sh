@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${K2_VENV:-$ROOT/.venv}
 
-DEB_PACKAGES=(docker.io debootstrap postgresql clickhouse-server clickhouse-client prometheus prometheus-alertmanager openjdk-17-jre-headless cron gzip util-linux jq)
+# chromium: tests/lab/test_incident_html.py opens the HTML incident report headless and takes a screenshot.
+DEB_PACKAGES=(docker.io debootstrap postgresql clickhouse-server clickhouse-client prometheus prometheus-alertmanager openjdk-17-jre-headless cron gzip util-linux jq chromium)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -49,7 +50,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
   "$VENV/bin/pip" install -q -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/python" -c "import ansible, psycopg2, pyiceberg, pyarrow, requests, docker, pytest" \
+  "$VENV/bin/python" -c "import ansible, psycopg2, pyiceberg, pyarrow, pygal, requests, docker, pytest" \
     || { say "virtualenv is incomplete"; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -251,6 +251,7 @@ def inventory(python=None):
     k2_prometheus_url: {prometheus_url}
     k2_cycle_seconds: {cycle_seconds}
     k2_pg_container: {pg}
+    k2_spark_container: {spark}
     k2_docker_network: {network}
     k2_spark_pg_host: {pg}
     k2_spark_pg_port: 5432

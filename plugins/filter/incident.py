@@ -18,6 +18,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.recovery import
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.scenario_checks import (
     corruption, manual_offload, reconcile, silent_offloads)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.scheduler import parse_log
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.incident_history import text_time, window_start
 
 
 def diagnose(facts):
@@ -124,6 +125,20 @@ def offload_output(text, tables=None):
     return parse_log(lines, tables=tables or None)
 
 
+def report_window(times, cycle_seconds=900, ages=None, ages_at=None, now=None):
+    """Where the HTML report's charts begin (ISO 8601, UTC): incident_page.window_start."""
+    if not isinstance(times, (list, tuple)):
+        times = [times]
+    try:
+        cycle = float(cycle_seconds)
+    except (TypeError, ValueError):
+        raise AnsibleFilterError("report_window expects cycle_seconds as a number, got %r" % (cycle_seconds,))
+    if cycle <= 0:
+        raise AnsibleFilterError("report_window expects cycle_seconds greater than 0, got %r" % (cycle_seconds,))
+    return text_time(window_start(times, cycle, ages=ages if isinstance(ages, dict) else None, ages_at=ages_at,
+                                  now=now)).replace(" ", "T") + "Z"
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -140,4 +155,5 @@ class FilterModule(object):
             "silent_offloads": silent_offloads,
             "manual_offload": manual_offload,
             "reconcile": reconcile,
+            "report_window": report_window,
         }

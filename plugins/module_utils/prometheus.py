@@ -72,6 +72,12 @@ class PrometheusClient(object):
         data = self.get("/api/v1/query", {"query": expr})
         return data.get("result", []) if isinstance(data, dict) else []
 
+    def query_range(self, expr, start, end, step):
+        """A range query (``/api/v1/query_range``); start and end in Unix seconds, step in seconds."""
+        data = self.get("/api/v1/query_range", {"query": expr, "start": "%.3f" % start, "end": "%.3f" % end,
+                                                "step": "%gs" % step})
+        return data.get("result", []) if isinstance(data, dict) else []
+
     def alerts(self):
         data = self.get("/api/v1/alerts")
         return data.get("alerts", []) if isinstance(data, dict) else []
@@ -135,4 +141,47 @@ def watermark_facts(client, metric="watermark_timestamp_seconds", table_label="t
         out["targets"].append(item)
         if item["health"] != "up":
             out["unhealthy_targets"].append(item)
+    return out
+
+
+# Prometheus refuses a range query of more than 11,000 points per series.
+MAX_RANGE_POINTS = 11000
+
+
+def range_step(start, end, points):
+    """The step (whole seconds, at least 1) that draws [start, end] in at most ``points`` points."""
+    points = max(2, min(int(points), MAX_RANGE_POINTS))
+    span = max(0.0, float(end) - float(start))
+    return max(1, int(-(-span // (points - 1))))
+
+
+def age_history(client, start, end, metric="watermark_timestamp_seconds", table_label="table", points=240,
+                tables=None):
+    """Each table's watermark age (``time() - metric``) from ``start`` to ``end`` (Unix seconds), the alert's
+    own expression evaluated over a range. Never raises: a Prometheus that does not answer is ``error``.
+
+    Returns ``start``, ``end``, ``step`` and ``tables`` ({table: [[unix time, age seconds], ...]}, oldest
+    first; a series with no sample in the range, such as an exporter that stopped, is missing or has gaps)."""
+    step = range_step(start, end, points)
+    out = {"start": start, "end": end, "step": step, "tables": {}, "error": None}
+    if end <= start:
+        out["error"] = "the range is empty (start %s is not before end %s)" % (start, end)
+        return out
+    try:
+        series = client.query_range("time() - %s" % metric, start, end, step)
+    except PrometheusError as e:
+        out["error"] = str(e)
+        return out
+    for s in series:
+        name = (s.get("metric") or {}).get(table_label)
+        if name is None or (tables and name not in tables):
+            continue
+        values = []
+        for pair in s.get("values") or []:
+            age = _float(pair[1]) if len(pair) > 1 else None
+            when = _float(pair[0])
+            if age is not None and when is not None:
+                values.append([when, age])
+        # two series of one table (two exporters, a relabelling) are drawn as one
+        out["tables"][name] = sorted(out["tables"].get(name, []) + values)
     return out

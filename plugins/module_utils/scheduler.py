@@ -26,6 +26,8 @@ __metaclass__ = type
 import datetime
 import os
 import re
+import time
+from collections import deque
 
 UNIT_PROPERTIES = (
     "LoadState", "ActiveState", "SubState", "UnitFileState", "Result", "MainPID", "NRestarts",
@@ -244,6 +246,20 @@ def _read_end(path, size, budget):
     return lines, start > 0
 
 
+def local_to_utc(text):
+    """A log time (``YYYY-MM-DD HH:MM:SS``, the host's local time) as naive UTC ISO 8601 text; None when
+    it is not one."""
+    try:
+        local = datetime.datetime.strptime(text or "", "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    try:
+        epoch = time.mktime(local.timetuple())
+    except (OverflowError, ValueError):
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+
+
 def classify_error(message):
     for kind, pattern in ERROR_KINDS:
         if pattern.search(message):
@@ -258,7 +274,7 @@ def _split(line):
     return m.group(1).replace("T", " "), m.group(2).strip()
 
 
-def parse_log(lines, tables=None, max_errors=10):
+def parse_log(lines, tables=None, max_errors=10, history=0):
     """Facts of the scheduler's log lines (oldest first).
 
     ``tables``: the source tables to report on (default: every table seen).
@@ -266,6 +282,10 @@ def parse_log(lines, tables=None, max_errors=10):
     row at the end were 0 rows (``consecutive_zero_rows``), the last failure and the last error
     attributed to it. Overall: the last cycle (start, end, failed, duration), whether a cycle is
     running, the last ``scheduler started`` / ``stopped`` lines, and the last errors by kind.
+    With ``history`` > 0, each table also has ``history``: its last ``history`` offloads, oldest
+    first, ``{time, utc, rows}`` for a completion and ``{time, utc, rows: None, failed: rc}`` for a
+    failed job (rows offloaded per cycle, for a chart); ``time`` is the log's (the host's local time),
+    ``utc`` the same moment in UTC.
     """
     per_table = {}
     errors = []
@@ -276,9 +296,14 @@ def parse_log(lines, tables=None, max_errors=10):
     last_time = None
 
     def table(name):
-        return per_table.setdefault(name, {
-            "last_completed": None, "consecutive_zero_rows": 0, "completed_seen": 0,
-            "last_nonzero": None, "last_failure": None, "last_error": None})
+        item = per_table.get(name)
+        if item is None:
+            item = per_table[name] = {
+                "last_completed": None, "consecutive_zero_rows": 0, "completed_seen": 0,
+                "last_nonzero": None, "last_failure": None, "last_error": None}
+            if history > 0:
+                item["history"] = deque(maxlen=history)
+        return item
 
     for line in lines:
         when, msg = _split(line)
@@ -308,6 +333,9 @@ def parse_log(lines, tables=None, max_errors=10):
             t["last_failure"] = {"time": when, "cycle": int(m.group(1)), "rc": int(m.group(3)),
                                  "error_kind": err["kind"] if err else None,
                                  "error": err["line"] if err else None}
+            if history > 0:
+                t["history"].append({"time": when, "utc": local_to_utc(when), "rows": None,
+                                     "failed": int(m.group(3))})
             if err:
                 t["last_error"] = err
             pending = []
@@ -318,6 +346,8 @@ def parse_log(lines, tables=None, max_errors=10):
             t = table(name)
             t["completed_seen"] += 1
             t["last_completed"] = {"time": when, "rows": rows, "line": line.strip()}
+            if history > 0:
+                t["history"].append({"time": when, "utc": local_to_utc(when), "rows": rows})
             if rows == 0:
                 t["consecutive_zero_rows"] += 1
             else:
@@ -344,6 +374,8 @@ def parse_log(lines, tables=None, max_errors=10):
     result_tables = {}
     for name in names:
         result_tables[name] = per_table.get(name) or table(name)
+        if "history" in result_tables[name]:
+            result_tables[name]["history"] = list(result_tables[name]["history"])
     running = bool(last_cycle and last_cycle.get("started") and not last_cycle.get("ended"))
     by_kind = {}
     for err in errors:

@@ -148,6 +148,19 @@ def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
+def parse_since(value, now=None, name="since"):
+    """A moment (naive UTC ``datetime``) from an ISO 8601 timestamp (UTC without an offset) or a duration
+    such as ``2h``, which means that long before ``now`` (default: this host's clock)."""
+    if isinstance(value, str) and (_DURATION_RE.match(value.strip().lower()) or (
+            value.strip() and _DURATION_PART_RE.sub("", value.strip().lower()) == "")):
+        return (now or utcnow()) - datetime.timedelta(seconds=parse_duration(value, name))
+    try:
+        return parse_timestamp(value, name)
+    except WatermarkError:
+        raise WatermarkError("%s must be an ISO 8601 timestamp such as 2026-02-12T10:00:00Z or a duration such as "
+                             "2h, got %r" % (name, value))
+
+
 def parse_signed_duration(value, name="shift_by"):
     """Seconds (float, may be negative) from ``-1h``, ``+30m``, ``"-90"`` or ``-90``; zero is refused."""
     if isinstance(value, bool):

@@ -12,7 +12,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import psycopg2
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import format_timestamp, parse_duration
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
+    format_timestamp, parse_duration, parse_since)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
     _describe_holders, check_source_table_names, rollback_quietly)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan import (
@@ -127,6 +128,8 @@ def _collect_tables(store, params, result):
         item["window_entries"] = min(len(rows), limit)
         item["window_truncated"] = len(rows) > limit
         item.update(analyse_window(rows[:limit], 2 * cycle, params["burst_threshold"]))
+        if params.get("entries_since"):
+            item.update(entries_since(rows, limit, parse_since(params["entries_since"], server_now, "entries_since")))
         lookback_text = params.get("lookback") or "24h"
         if future:
             _finding(
@@ -160,6 +163,17 @@ def _collect_tables(store, params, result):
     result["stale_tables"] = [t["table_name"] for t in tables if t["stale"]]
     result["warning_tables"] = [t["table_name"] for t in tables if t["warning"]]
     return result
+
+
+def entries_since(rows, limit, since):
+    """The window's entries (``rows``: (id, max_timestamp, sequence_number, created_at), newest first, at most
+    ``limit`` + 1 of them) written at or after ``since``, oldest first; ``entries_truncated`` when the window
+    was cut at ``limit`` after ``since`` (older entries of the period are missing)."""
+    kept = [r for r in rows[:limit] if r[3] is not None and r[3] >= since]
+    truncated = len(rows) > limit and bool(kept) and len(kept) == limit
+    return {"entries": [{"id": r[0], "max_timestamp": format_timestamp(r[1]), "sequence_number": r[2],
+                         "created_at": format_timestamp(r[3])} for r in reversed(kept)],
+            "entries_truncated": truncated}
 
 
 def _total_entries(store, name, exact):

@@ -72,6 +72,14 @@ options:
     type: int
     default: 15
     version_added: 1.1.0
+  history:
+    description:
+      - Also return each table's last this many offloads in RV(log.tables) (C(history), 0 to 5000; 0 returns
+        none), among the lines O(tail_bytes) reads. The incident report's HTML page draws the rows offloaded
+        per cycle from it.
+    type: int
+    default: 0
+    version_added: 1.1.0
 """
 
 EXAMPLES = r"""
@@ -202,7 +210,9 @@ log:
     tables:
       description: Per source table, C(last_completed) (C(time), C(rows), C(line)), C(consecutive_zero_rows),
         C(completed_seen), C(last_nonzero), C(last_failure) (C(time), C(cycle), C(rc), C(error_kind),
-        C(error)) and C(last_error).
+        C(error)) and C(last_error); with O(history), C(history) (the last offloads, oldest first, each with C(time),
+        C(utc), C(rows), and C(failed) with the job's exit code for one that failed). C(time) is the log's, in the
+        host's local time; C(utc) the same moment in UTC.
       type: dict
     errors:
       description: The last O(max_errors) error lines (C(time), C(kind), C(line)).
@@ -333,6 +343,7 @@ def main():
             max_errors=dict(type="int", default=10),
             crash_watch_seconds=dict(type="float", default=12),
             journal_lines=dict(type="int", default=15),
+            history=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
@@ -347,6 +358,8 @@ def main():
         module.fail_json(msg="crash_watch_seconds must be between 0 and 120, got %s" % p["crash_watch_seconds"])
     if not 0 <= p["journal_lines"] <= 1000:
         module.fail_json(msg="journal_lines must be between 0 and 1000, got %d" % p["journal_lines"])
+    if not 0 <= p["history"] <= 5000:
+        module.fail_json(msg="history must be between 0 and 5000, got %d" % p["history"])
     unit, unit_error = unit_facts(module, unit_name)
     if unit is not None:
         unit = watch_for_crash_loop(module, unit_name, unit, p["crash_watch_seconds"])
@@ -357,7 +370,7 @@ def main():
             unit["journal"] = journal_tail(module, unit_name, p["journal_lines"])
         unit["journal_errors"] = journal_errors(unit["journal"])
     lines, file_info = read_tail(p["log_path"], p["tail_bytes"])
-    log = parse_log(lines, tables=p["tables"] or None, max_errors=p["max_errors"])
+    log = parse_log(lines, tables=p["tables"] or None, max_errors=p["max_errors"], history=p["history"])
     log["file"] = file_info
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     log["seconds_since_last_line"] = None

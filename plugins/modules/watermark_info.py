@@ -108,6 +108,14 @@ options:
     type: str
     default: 7d
     version_added: 1.1.0
+  entries_since:
+    description:
+      - Also return each table's entries written since this moment (RV(tables[].entries)), read with the window
+        (no further query), given as an ISO 8601 timestamp (UTC when it has no offset) or a duration such as C(2h),
+        that long before the server's now. The incident report's HTML page draws the watermark's age from them when
+        Prometheus does not answer.
+    type: str
+    version_added: 1.1.0
 notes:
   - The latest entry, its age, a regression and a duplicate burst are defined once, in the collection's
     docs/watermark_modules.md ("Definitions"); the daily prevention health check
@@ -282,6 +290,23 @@ tables:
       description: The window held more than O(max_window_entries); only the newest were analysed.
       type: bool
       sample: false
+    entries:
+      description:
+        - With O(entries_since), the table's entries written since then, oldest first (C(id), C(max_timestamp),
+          C(sequence_number), C(created_at)), among the window's entries (within O(lookback), at most
+          O(max_window_entries)).
+      returned: when O(entries_since) is set and the table has an entry
+      type: list
+      elements: dict
+      sample: [{id: 41, max_timestamp: "2026-02-12 10:14:58", sequence_number: 812, created_at: "2026-02-12 10:15:02"}]
+      version_added: 1.1.0
+    entries_truncated:
+      description: The window held more entries than O(max_window_entries) and the oldest of RV(tables[].entries) is
+        later than O(entries_since), so older ones are missing.
+      returned: when O(entries_since) is set and the table has an entry
+      type: bool
+      sample: false
+      version_added: 1.1.0
     gaps:
       description: Up to 20 most recent intervals between consecutive entries longer than two cycles.
       type: list
@@ -399,7 +424,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.postgres import (
     lock_timeout_argument_spec, postgres_common_argument_spec, watermark_table_argument_spec, psycopg2)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
-from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError, parse_since
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_inspect import collect_info
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_ops import (
     OperationError, db_failure, open_store)
@@ -421,6 +446,7 @@ def main():
         max_window_entries=dict(type="int"),
         audit_table=dict(type="str", default="offload_watermark_audit"),
         recent_changes=dict(type="str", default="7d"),
+        entries_since=dict(type="str"),
     )
     argument_spec.update(lock_timeout_argument_spec())
     module = harden(AnsibleModule(argument_spec=argument_spec, supports_check_mode=True))
@@ -431,6 +457,11 @@ def main():
         module.fail_json(msg="burst_threshold must be at least 1, got %d" % module.params["burst_threshold"])
     if module.params["max_window_entries"] is not None and module.params["max_window_entries"] < 1:
         module.fail_json(msg="max_window_entries must be at least 1, got %d" % module.params["max_window_entries"])
+    if module.params["entries_since"]:
+        try:
+            parse_since(module.params["entries_since"], name="entries_since")
+        except WatermarkError as e:
+            module.fail_json(msg=str(e))
 
     conn, store = open_store(module, audit=True, application_name="k2.iceberg_offload.watermark_info")
     try:

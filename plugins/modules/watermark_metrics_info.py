@@ -60,6 +60,19 @@ options:
     type: list
     elements: str
     default: []
+  history_since:
+    description:
+      - "Also return each table's age over time, from this moment to now (RV(age_history)): the alert's own
+        expression C(time() - watermark_timestamp_seconds) through C(/api/v1/query_range)."
+      - An ISO 8601 timestamp (UTC when it has no offset) or a duration such as C(2h) (that long ago).
+      - The incident report's HTML page draws it.
+    type: str
+    version_added: 1.1.0
+  history_points:
+    description: At most this many points per table in RV(age_history) (the step is chosen to fit).
+    type: int
+    default: 240
+    version_added: 1.1.0
 """
 
 EXAMPLES = r"""
@@ -68,6 +81,12 @@ EXAMPLES = r"""
     prometheus_url: http://localhost:9090
     tables: [bronze_trades_binance, bronze_trades_kraken]
   register: prom
+
+- name: The age of each table over the last two hours, for a chart
+  k2.iceberg_offload.watermark_metrics_info:
+    prometheus_url: http://localhost:9090
+    history_since: 2h
+  register: prom_history
 
 - name: Ages over 30 minutes
   ansible.builtin.debug:
@@ -121,13 +140,28 @@ missing_tables:
   type: list
   elements: str
   sample: []
+age_history:
+  description:
+    - With O(history_since), each table's age over time, from a range query. C(tables) maps a table to its
+      points C([unix time, age seconds]), oldest first (a series with no sample, such as an exporter that
+      stopped, is missing or has gaps); C(start) and C(end) (Unix seconds), C(step) (seconds) and C(error)
+      (why Prometheus did not answer, the URL without credentials; V(null) when it did).
+  returned: when O(history_since) is set
+  type: dict
+  sample: {start: 1796527500.0, end: 1796527800.0, step: 2, error: null,
+           tables: {bronze_trades_binance: [[1796527500.0, 4.1], [1796527502.0, 6.1]]}}
+  version_added: 1.1.0
 """
+
+import calendar
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.prometheus import (
-    PrometheusClient, PrometheusError, check_names, watermark_facts)
+    MAX_RANGE_POINTS, PrometheusClient, PrometheusError, age_history, check_names, watermark_facts)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import WatermarkError, parse_since
 
 
 def main():
@@ -142,6 +176,8 @@ def main():
             table_label=dict(type="str", default="table"),
             alert_name=dict(type="str", default="IcebergOffloadWatermarkStale"),
             tables=dict(type="list", elements="str", default=[]),
+            history_since=dict(type="str"),
+            history_points=dict(type="int", default=240),
         ),
         supports_check_mode=True,
     ))
@@ -154,7 +190,21 @@ def main():
                                   token=p["prometheus_token"], ca_path=p["ca_path"])
     except PrometheusError as e:
         module.fail_json(msg=str(e))
+    since = None
+    if p["history_since"]:
+        if not 10 <= p["history_points"] <= MAX_RANGE_POINTS:
+            module.fail_json(msg="history_points must be between 10 and %d, got %d"
+                             % (MAX_RANGE_POINTS, p["history_points"]))
+        try:
+            since = parse_since(p["history_since"], name="history_since")
+        except WatermarkError as e:
+            module.fail_json(msg=str(e))
     facts = watermark_facts(client, p["metric"], p["table_label"], p["alert_name"], p["tables"])
+    if since is not None:
+        end = time.time()
+        start = calendar.timegm(since.timetuple()) + since.microsecond / 1e6
+        facts["age_history"] = age_history(client, start, end, p["metric"], p["table_label"],
+                                           p["history_points"], p["tables"])
     module.exit_json(changed=False, **facts)
 
 

@@ -13,7 +13,10 @@ import sys
 from tests.support import ee
 
 # import name -> distribution
-DISTRIBUTIONS = {"psycopg2": "psycopg2-binary", "requests": "requests", "pyiceberg": "pyiceberg", "pyarrow": "pyarrow"}
+DISTRIBUTIONS = {"psycopg2": "psycopg2-binary", "requests": "requests", "pyiceberg": "pyiceberg", "pyarrow": "pyarrow",
+                 "pygal": "pygal"}
+# What ansible-core itself requires (the HTML report renders its template with jinja2 and markupsafe).
+ANSIBLE_CORE_REQUIRES = ("jinja2", "markupsafe")
 # iceberg_catalog_properties type (as the docs offer them) -> the pyiceberg extra it needs (None: none)
 CATALOG_EXTRAS = {"sql": "sql-sqlite", "rest": None, "hive": "hive", "glue": "glue",
                   "hadoop": None}   # the collection's own reader of Spark's hadoop catalog: pyarrow only
@@ -32,7 +35,8 @@ def plugin_imports():
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
                 found |= {n.split(".")[0] for n in names}
-    return {n for n in found if n not in STDLIB and n not in ("ansible", "ansible_collections", "__future__")}
+    return {n for n in found if n not in STDLIB and n not in ("ansible", "ansible_collections", "__future__")
+            and n not in ANSIBLE_CORE_REQUIRES}
 
 
 def requirement_names(lines):

@@ -6,8 +6,8 @@
 - watermark_wait against real PostgreSQL 15: verified when every table's watermark advances past
   the baseline within its cycles (a writer thread plays the scheduler), a failure that names the
   tables that did not move otherwise, and a clear error for bad options.
-- incident_report on the controller: the report and its latest copy, owner-only, Markdown beside it,
-  nothing written in check mode, a bad kind refused.
+- incident_report on the controller: the report and its latest copy, owner-only, Markdown and the HTML
+  page beside it, nothing written in check mode, a bad kind refused.
 """
 import json
 import os
@@ -74,3 +74,28 @@ def test_incident_report_writes_owner_only_files_and_nothing_in_check_mode(tmp_p
         assert fh.read() == "# R\n"
     bad = run_module("incident_report", {"dir": directory, "kind": "novel", "data": data})
     assert bad["failed"] and "kind must be one of" in bad["msg"]
+
+
+def test_incident_report_writes_the_html_page_owner_only(tmp_path):
+    directory = str(tmp_path / "reports")
+    data = {"kind": "recovery", "outcome": "escalate", "started": "2026-02-12T10:00:00", "ended": "2026-02-12T10:02:00",
+            "escalations": [{"kind": "db-crashloop", "text": "PostgreSQL <crashes> again"}],
+            "actions": [{"at": "2026-02-12T10:01:00", "step": "scheduler stopped", "action": "scheduler-stop",
+                         "changed": True, "dry_run": False, "audit_ids": [], "scenario": 2}]}
+    html = {"stale_after": 3600, "cycle_seconds": 900, "tables": ["t"], "alert_name": "IcebergOffloadWatermarkStale"}
+    plan = run_module("incident_report", {"dir": directory, "kind": "recovery", "data": data, "html": html}, check=True)
+    assert plan["written"] is False and plan["html_path"].endswith(".html") and not os.path.exists(directory), plan
+    r = run_module("incident_report", {"dir": directory, "kind": "recovery", "data": data, "html": html})
+    assert r["written"] is True and not r.get("failed"), r
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    latest_html = os.path.join(directory, "latest-recovery.html")
+    for path in (r["path"], r["latest"], r["html_path"], latest_html):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    # no history was given: the page says what it could not draw, and still holds the run
+    assert r["html"]["charts"] == [] and r["html"]["marks"] == 3, r["html"]
+    with open(r["html_path"]) as fh:
+        page = fh.read()
+    assert "No age chart" in page and 'id="mark-2"' in page and "PostgreSQL &lt;crashes&gt; again" in page
+    bad = run_module("incident_report", {"dir": directory, "kind": "recovery", "data": data,
+                                         "html": {"prometheus_url": "http://x"}})
+    assert bad["failed"] and "unknown key" in bad["msg"]

@@ -14,7 +14,7 @@ def test_every_filter_is_registered():
     names = set(f.FilterModule().filters())
     assert names == {"diagnose", "recovery_plan", "scenario_steps", "recovery_outcome", "state_left_lines",
                      "offload_output", "container_state", "brief", "failure_text", "corruption",
-                     "silent_offloads", "manual_offload", "reconcile"}
+                     "silent_offloads", "manual_offload", "reconcile", "report_window"}
 
 
 def test_wrappers_refuse_wrong_input_with_a_message():
@@ -72,3 +72,15 @@ def test_state_left_lines_and_outcome_through_the_filters():
     out = f.recovery_outcome({"dry_run": True, "done_scenarios": [1], "initial": {"status": "recover"}})
     assert out["outcome"] == "dry-run"
     assert f.state_left_lines(out["state_left"])[0].startswith("scheduler: found unknown")
+
+
+def test_report_window_begins_before_the_incident():
+    start = f.report_window(["2026-02-12T10:00:00Z", None, "not a time"], 900, now="2026-02-12T12:00:00")
+    assert start == "2026-02-12T08:30:00Z"  # six cycles before the start (more than a tenth of 2 h)
+    # ages at the diagnosis: the watermark last advanced 2 h before it
+    assert f.report_window([], 900, ages={"t": {"seconds": 7200}}, ages_at="2026-02-12T11:00:00",
+                           now="2026-02-12T11:30:00") == "2026-02-12T07:30:00Z"
+    with pytest.raises(AnsibleFilterError, match="cycle_seconds greater than 0"):
+        f.report_window([], 0)
+    with pytest.raises(AnsibleFilterError, match="cycle_seconds as a number"):
+        f.report_window([], "often")

@@ -167,3 +167,25 @@ def test_watermark_write_errors_have_kinds():
         "2026-02-12 10:00:02 CYCLE 1 table=bronze_trades_binance FAILED rc=5"])
     assert log["tables"]["bronze_trades_binance"]["last_failure"]["error_kind"] == "permission_denied"
     assert "permission_denied" in sc.WATERMARK_WRITE_KINDS
+
+
+def test_log_history_per_table_oldest_first_with_failures():
+    facts = sc.parse_log(LOG.splitlines(), history=2)
+    binance = facts["tables"]["bronze_trades_binance"]["history"]
+    assert [(h["time"], h["rows"]) for h in binance] == [("2026-02-12 10:15:01", 0), ("2026-02-12 10:30:01", 0)]
+    kraken = facts["tables"]["bronze_trades_kraken"]["history"]
+    assert [(h["rows"], h["failed"]) for h in kraken] == [(None, 3), (None, 3)]
+    assert all(h["utc"] for h in binance + kraken)
+    assert "history" not in sc.parse_log(LOG.splitlines())["tables"]["bronze_trades_binance"]
+
+
+def test_local_log_time_to_utc(monkeypatch):
+    import time
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        assert sc.local_to_utc("2026-02-12 10:15:00") == "2026-02-12 09:15:00"
+        assert sc.local_to_utc("yesterday") is None
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
