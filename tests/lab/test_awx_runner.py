@@ -149,7 +149,10 @@ def test_prevention_as_a_check_job(k2lab, awx_job):
     watermark_db_hosts): everything it would install, nothing installed."""
     inventory = {"all": {
         "vars": {"k2_watermark_db_host": "127.0.0.1", "k2_watermark_db_port": k2lab["pg_port"],
-                 "watermark_alerts_reload": "http", "watermark_alerts_reload_url": k2lab["prometheus_url"] + "/-/reload"},
+                 "watermark_alerts_reload": "http", "watermark_alerts_reload_url": k2lab["prometheus_url"] + "/-/reload",
+                 # the jobs run the collection's code with psycopg2: this machine's has it in the venv only
+                 "watermark_cleanup_python": awx.VENV_BIN + "/python",
+                 "watermark_health_check_python": awx.VENV_BIN + "/python"},
         "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": awx.VENV_BIN + "/python"}},
         "children": {"prometheus": {"hosts": {"localhost": None}}, "watermark_db_hosts": {"hosts": {"localhost": None}}}}}
     before = set(os.listdir("/etc/cron.d")) if os.path.isdir("/etc/cron.d") else set()
