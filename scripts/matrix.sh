@@ -8,7 +8,9 @@
 #
 #   scripts/matrix.sh all                        everything below; a summary table at the end (make matrix)
 #   scripts/matrix.sh ansible LEVEL [CHECK...]   LEVEL: floor | current | newest;
-#                                                CHECK: sanity units syntax (default: all three)
+#                                                CHECK: sanity units syntax (default: all three), or
+#                                                sanity-core: only the sanity tests whose verdict
+#                                                depends on ansible-core (make test's short run)
 #   scripts/matrix.sh postgres MAJOR [quick]     the PostgreSQL integration suite (tests/integration
 #                                                tests that use pg_server) on 15 (Debian) or 18 (wheel)
 #   scripts/matrix.sh clickhouse                 every ClickHouse statement on 18.16 and on chdb (26.x)
@@ -150,9 +152,17 @@ collections_path() {
   ln -sfn "$ROOT" .collections/ansible_collections/k2/iceberg_offload
 }
 
-run_sanity() {  # venv python-version
-  K2_VENV=$1 K2_SANITY_PYTHON=$2 bash scripts/sanity.sh
+run_sanity() {  # venv python-version [ansible-test sanity options]
+  local venv=$1 py=$2
+  shift 2
+  K2_VENV=$venv K2_SANITY_PYTHON=$py bash scripts/sanity.sh "$@"
 }
+
+# The sanity tests that read the collection through ansible-core's own code (documentation,
+# argument specs, imports, runtime metadata); the linters (pylint, pep8, yamllint, shellcheck ...)
+# give the same verdict on every core and run in tests/sanity on the current one.
+CORE_SANITY=(--test validate-modules --test ansible-doc --test import --test compile --test action-plugin-docs
+             --test runtime-metadata)
 
 run_units() {  # venv
   local rc
@@ -205,9 +215,11 @@ cmd_ansible() {
   for check in "${checks[@]}"; do
     case $check in
       sanity) timed "ansible-core $core ($level) sanity" run_sanity "$venv" "$py" ;;
+      sanity-core) timed "ansible-core $core ($level) sanity (core-dependent tests)" run_sanity "$venv" "$py" \
+                     "${CORE_SANITY[@]}" ;;
       units) timed "ansible-core $core ($level) unit tests" run_units "$venv" ;;
       syntax) timed "ansible-core $core ($level) syntax-check" run_syntax "$venv" ;;
-      *) die "unknown check $check (sanity, units, syntax)" ;;
+      *) die "unknown check $check (sanity, sanity-core, units, syntax)" ;;
     esac
   done
 }
