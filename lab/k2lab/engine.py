@@ -69,6 +69,18 @@ def kill(name, signal="KILL"):
     _call("kill", name, lambda: api().kill(name, signal=signal))
 
 
+def crash(name):
+    """The container's main process dies by SIGKILL from outside Docker's API, as a crash would:
+    Docker applies its restart policy (``docker kill`` counts as a manual stop, which it does not
+    restart). Only for a container of this machine's Docker Engine, found by name."""
+    import os
+    import signal
+    pid = ((inspect(name) or {}).get("State") or {}).get("Pid")
+    if not pid:
+        raise RuntimeError("%s has no running process to crash" % name)
+    os.kill(int(pid), signal.SIGKILL)
+
+
 def remove(name, volumes=True):
     try:
         api().remove_container(name, v=volumes, force=True)

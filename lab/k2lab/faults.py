@@ -292,7 +292,7 @@ def _inject_pg_crashloop():
     With the restart policy the container gets here, Docker restarts it, with a growing back-off."""
     psql("ALTER SYSTEM SET shared_preload_libraries = 'k2_missing_extension'", user="postgres")
     engine.update_restart_policy(PG, "on-failure")
-    engine.kill(PG, "KILL")  # an exit Docker restarts (a docker stop would not be restarted)
+    engine.crash(PG)  # an exit Docker restarts (a docker stop or docker kill would not be restarted)
     _wait("Docker to restart k2-prefect-db at least once",
           lambda: int((engine.inspect(PG) or {}).get("RestartCount") or 0) >= 1, 60)
 

@@ -67,7 +67,7 @@ CASES = {
     "table-emptied": case([3], ["no-entry"], settle=1, dry=False),
     "watermark-write-denied": case([4], ["watermark-write-failed"], flow="escalate", stop="watermark-write-failed",
                                    scheduler=("running", "stopped", True, True), post_incident=True, settle=1.5),
-    "watermark-id-sequence": case([4], ["watermark-write-failed", "id-sequence-behind"], marks=[MATRIX], settle=1.5),
+    "watermark-id-sequence": case([4], ["watermark-write-failed", "id-sequence-behind"], marks=[MATRIX], settle=2.5),
     "watermark-ahead": case([4], ["watermark-ahead"], marks=[MATRIX]),
     "exporter-stopped": case([], [], flow="metrics", settle=1, dry=False),
 }
@@ -166,6 +166,10 @@ def test_fault_through_the_playbooks(k2lab, inventory, tmp_path, spec, request):
             before = state()
             dry = run_playbook("recover.yml", inventory, reports)
             after = state()
+            if not before.get("slots_full"):
+                # a fault can fill the slots on its own (pg-lock: every cycle's session waits on the lock);
+                # what a dry run must not do is free them
+                after["slots_full"] = before.get("slots_full")
             assert {k: after.get(k) for k in UNCHANGED} == {k: before.get(k) for k in UNCHANGED}, dry
             dry_report = dry.report("recovery")
             assert all(a["dry_run"] for a in dry_report["actions"])
