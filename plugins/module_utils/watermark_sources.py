@@ -120,6 +120,8 @@ def cold_tier_targets(params, names, cold_table, ts_col, seq_col):
     from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import IcebergError, open_table_from_params
     from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_scan import cold_tier_max_pair
     targets, info = {}, {}
+    if params.get("engine") == "spark":
+        return _cold_tier_targets_spark(params, names, cold_table, ts_col, seq_col)
     for name in names:
         identifier = format_per_table(cold_table, name, "cold_table")
         location = params.get("iceberg_table_location")
@@ -138,6 +140,27 @@ def cold_tier_targets(params, names, cold_table, ts_col, seq_col):
         targets[name] = pair
         info[name] = {"strategy": "cold_tier", "cold_table": location or identifier, "pair": pair_dict(pair),
                       "snapshot_id": snapshot.snapshot_id if snapshot is not None else None}
+    return targets, info
+
+
+def _cold_tier_targets_spark(params, names, cold_table, ts_col, seq_col):
+    """cold_tier_targets with the greatest pair found by a Spark job (module_utils/iceberg_spark.py)."""
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import IcebergError
+    from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_spark import cold_tier_max_pair
+    targets, info = {}, {}
+    for name in names:
+        identifier = format_per_table(cold_table, name, "cold_table")
+        try:
+            pair, snapshot_id = cold_tier_max_pair(params, identifier, ts_col=ts_col, seq_col=seq_col)
+        except IcebergError as e:
+            raise SourceError(str(e))
+        if pair is None:
+            raise SourceError(
+                "cold tier %s holds no rows, so it cannot say where %s's watermark is; use strategy=lookback "
+                "(if the cold tier is really empty) or strategy=pair" % (identifier, name))
+        targets[name] = pair
+        info[name] = {"strategy": "cold_tier", "cold_table": identifier, "pair": pair_dict(pair),
+                      "snapshot_id": snapshot_id, "engine": "spark"}
     return targets, info
 
 

@@ -40,6 +40,7 @@ author:
   - K2 Platform Engineering (@k2-platform)
 extends_documentation_fragment:
   - k2.iceberg_offload.iceberg
+  - k2.iceberg_offload.iceberg.ENGINE
   - k2.iceberg_offload.attributes
   - k2.iceberg_offload.attributes.IDEMPOTENT
 attributes:
@@ -114,6 +115,7 @@ options:
       - Instead of a repair, make this snapshot (an ancestor of the current one) current again, as Iceberg's
         C(rollback_to_snapshot) does - typically RV(rollback.snapshot_id) of a repair.
       - The key, window and conflict options are ignored.
+      - Runs through pyiceberg whatever O(engine) says (a rollback reads and writes only metadata).
     type: int
   discard_later_snapshots:
     description:
@@ -124,6 +126,12 @@ options:
     type: bool
     default: false
 notes:
+  - "With O(engine=spark) the repair is a Spark job: Spark finds the duplicated keys and their copies (ordered by
+    the data sequence number of their file, the file and the position), rewrites the kept rows of exactly the
+    files that hold extra copies with Iceberg's Spark writer (staged, not committed), and one Iceberg
+    C(OverwriteFiles) commit removes those files and adds their rewrites, with the same C(k2.dedupe.*) summary
+    properties, validated from the snapshot read: if another writer appended meanwhile, the commit fails with
+    nothing committed and the job plans again (O(max_attempts)). O(window) is not supported with V(spark)."
   - "Arrow's default allocator (mimalloc) keeps freed memory of its reading threads resident: the
     task's C(environment: {ARROW_DEFAULT_MEMORY_POOL: system}) lowers the module's peak RSS by about
     100 MiB (docs/benchmarks.md)."
@@ -353,10 +361,12 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import 
     IcebergError, ensure_required_libs, iceberg_argument_spec, open_table_from_params, split_identifier)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_repair import (
     RepairError, check_options, dedupe, rollback)
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg_spark
 
 
 def main():
     argument_spec = iceberg_argument_spec()
+    argument_spec.update(iceberg_spark.engine_argument_spec())
     argument_spec.update(
         table=dict(type="str"),
         key_columns=dict(type="list", elements="str", default=["sequence_number"], no_log=False),
@@ -373,8 +383,9 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_one_of=[("table", "iceberg_table_location")])
-    ensure_required_libs(module)
     p = module.params
+    if p["engine"] == "pyiceberg" or p["rollback_to_snapshot"] is not None:
+        ensure_required_libs(module)
     result = {"changed": False}
     try:
         if p["table"] is not None:
@@ -389,6 +400,12 @@ def main():
         if p["rollback_to_snapshot"] is not None:
             result = rollback(open_table(), p["rollback_to_snapshot"], p["discard_later_snapshots"],
                               module.check_mode)
+        elif p["engine"] == "spark":
+            if p["table"] is None:
+                raise IcebergError("engine spark needs table (namespace.table) and a catalog, not "
+                                   "iceberg_table_location")
+            result = iceberg_spark.dedupe(p, p["table"], p["key_columns"], p["window"], p["conflict"],
+                                          p["sample_size"], p["max_attempts"], check_mode=module.check_mode)
         else:
             result = dedupe(open_table, p["key_columns"], p["window"], p["conflict"], p["sample_size"],
                             p["max_attempts"], check_mode=module.check_mode)

@@ -27,6 +27,7 @@ author:
   - K2 Platform Engineering (@k2-platform)
 extends_documentation_fragment:
   - k2.iceberg_offload.iceberg
+  - k2.iceberg_offload.iceberg.ENGINE
   - k2.iceberg_offload.attributes
   - k2.iceberg_offload.attributes.INFO_MODULE
 options:
@@ -103,6 +104,16 @@ EXAMPLES = r"""
       max_timestamp: "2026-02-12T10:15:00Z"
       sequence_number: 81234
 
+- name: The same check as a Spark job (the runbook's engine), on a cluster's master
+  k2.iceberg_offload.iceberg_table_info:
+    table: cold.bronze_trades_binance
+    iceberg_catalog: k2
+    iceberg_catalog_properties:
+      type: sql
+      uri: sqlite:////home/iceberg/warehouse/catalog.db
+      warehouse: file:///home/iceberg/warehouse
+    engine: spark
+    spark_master: spark://spark-master.example.com:7077
 - name: A table directory, no catalog
   k2.iceberg_offload.iceberg_table_info:
     iceberg_table_location: /home/iceberg/warehouse/cold/bronze_trades_binance
@@ -208,7 +219,9 @@ latest_watermark_snapshot:
   sample: {snapshot_id: 5043152216397427000, watermark: {max_timestamp: "2026-02-12 10:14:59",
            sequence_number: 81234}}
 scan:
-  description: What the scan read and cost.
+  description:
+    - What the scan read and cost. With O(engine=spark) also C(engine), C(master) and C(spark_seconds) (the whole
+      job, JVM start included); C(batches) and C(arrow_*) are then V(null).
   returned: always
   type: dict
   contains:
@@ -250,6 +263,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg import 
     IcebergError, describe_snapshot, ensure_required_libs, iceberg_argument_spec, latest_watermark_snapshot,
     open_table_from_params, split_identifier)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.iceberg_scan import cold_tier_max_pair, scan_table
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg_spark
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.redaction import harden, redact_urls
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark import (
     Watermark, WatermarkError, format_timestamp, pair_dict, parse_sequence, parse_timestamp)
@@ -259,6 +273,7 @@ _COLUMN_OPTIONS = ("timestamp_column", "sequence_column", "key_column")
 
 def main():
     argument_spec = iceberg_argument_spec()
+    argument_spec.update(iceberg_spark.engine_argument_spec())
     argument_spec.update(
         table=dict(type="str"),
         timestamp_column=dict(type="str", default="exchange_timestamp"),
@@ -274,8 +289,9 @@ def main():
     )
     module = harden(AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                                   required_one_of=[("table", "iceberg_table_location")]))
-    ensure_required_libs(module)
     p = module.params
+    if p["engine"] == "pyiceberg":
+        ensure_required_libs(module)
 
     watermark = None
     try:
@@ -296,6 +312,8 @@ def main():
         module.fail_json(msg=str(e))
 
     result = dict(changed=False)
+    if p["engine"] == "spark":
+        _spark(module, p, watermark, result)
     try:
         table = open_table_from_params(p, p["table"])
         result["table"] = {
@@ -332,6 +350,28 @@ def main():
         module.fail_json(msg=redact_urls("reading Iceberg table %s failed: %s: %s"
                                          % (p["table"] or p["iceberg_table_location"], type(e).__name__,
                                             str(e)[:500])), **result)
+    module.exit_json(**result)
+
+
+def _spark(module, p, watermark, result):
+    """The same result from a Spark job (module_utils/iceberg_spark.py)."""
+    try:
+        if p["table"] is None:
+            raise IcebergError("engine spark needs table (namespace.table) and a catalog, not iceberg_table_location")
+        scanned = iceberg_spark.scan(p, p["table"], p["timestamp_column"], p["sequence_column"], p["key_column"],
+                                     watermark=watermark, duplicates=p["duplicates"],
+                                     sample_size=p["duplicate_sample_size"], max_pair_only=p["max_pair_only"])
+    except IcebergError as e:
+        module.fail_json(msg=str(e), **result)
+    result.update(scanned)
+    result["max_pair"] = pair_dict(scanned["max_pair"])
+    if not p["max_pair_only"]:
+        result["min_timestamp"] = format_timestamp(scanned["min_timestamp"])
+        past = scanned["past_watermark"]
+        if past is not None:
+            past = {"watermark": past["watermark"].as_dict(), "rows": past["rows"],
+                    "max_pair": pair_dict(past["max_pair"])}
+        result["past_watermark"] = past
     module.exit_json(**result)
 
 

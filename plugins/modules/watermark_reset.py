@@ -49,6 +49,7 @@ extends_documentation_fragment:
   - k2.iceberg_offload.postgres.WRITE
   - k2.iceberg_offload.clickhouse
   - k2.iceberg_offload.iceberg
+  - k2.iceberg_offload.iceberg.ENGINE
   - k2.iceberg_offload.attributes
   - k2.iceberg_offload.attributes.IDEMPOTENT
 attributes:
@@ -89,7 +90,8 @@ options:
       - V(cold_tier) uses the greatest pair the Iceberg cold tier really holds (O(cold_table)), so nothing that is
         already there is offloaded again and nothing that is not is skipped. Use it after corruption or a lost
         watermark table. Needs O(iceberg_catalog_properties) or O(iceberg_table_location), and runs where the
-        warehouse can be read (the Spark host).
+        warehouse can be read (the Spark host). O(engine=spark) finds that pair with a Spark job instead of
+        pyiceberg; the engine options are used by this strategy only.
       - V(lookback) is the runbook's initialisation (Scenario 3 step 3) done with a real pair, the greatest
         (timestamp, sequence) pair of the ClickHouse source strictly before C(now - lookback) (server clock).
         Refused when the source has no row before that cutoff (the runbook's pipeline would write 0).
@@ -369,6 +371,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_plan 
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sources import (
     EXTERNAL_STRATEGIES, SourceCheck, SourceError, cold_tier_targets, lookback_targets)
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import clickhouse as ch_utils
+from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg_spark
 from ansible_collections.k2.iceberg_offload.plugins.module_utils import iceberg as ice_utils
 
 
@@ -380,6 +383,7 @@ def argument_spec():
     # No default URL here: the source is asked only when the play says where it is.
     spec["clickhouse_url"] = dict(type="str", fallback=(env_fallback, ["CLICKHOUSE_URL"]))
     spec.update(ice_utils.iceberg_argument_spec())
+    spec.update(iceberg_spark.engine_argument_spec())  # strategy=cold_tier only
     spec.update(
         state=dict(type="str", choices=["present"], default="present"),
         tables=dict(type="list", elements="str", aliases=["table_name"]),
@@ -405,7 +409,8 @@ def external_targets(module, client):
     try:
         if p["strategy"] == "lookback":
             return lookback_targets(client, p["tables"], p["lookback"], *cols)
-        ice_utils.ensure_required_libs(module)
+        if p["engine"] == "pyiceberg":
+            ice_utils.ensure_required_libs(module)
         if not p["iceberg_catalog_properties"] and not p["iceberg_table_location"]:
             module.fail_json(msg="strategy=cold_tier needs the cold tier: iceberg_catalog_properties (a pyiceberg "
                                  "catalog, or {type: hadoop, warehouse: ...}) or iceberg_table_location")
