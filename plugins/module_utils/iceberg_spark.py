@@ -289,8 +289,10 @@ def run_job(params, request, runner=None):
                 "spark-submit exited %s without an answer: %s" % (code, _tail(err or out, secrets) or "no output"),
                 "spark")
         if not answer.get("ok"):
-            raise SparkEngineError(_tail(answer.get("msg"), secrets, 2000), answer.get("kind") or "spark",
-                                   answer.get("details"))
+            details = dict(answer.get("details") or {})
+            if answer.get("traceback"):
+                details["spark_traceback"] = _tail(answer["traceback"], secrets, 3000)
+            raise SparkEngineError(_tail(answer.get("msg"), secrets, 2000), answer.get("kind") or "spark", details)
         result = answer["result"]
         result["_spark"] = {"seconds": round(seconds, 3), "master": props["spark.master"],
                             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
@@ -437,7 +439,7 @@ def dedupe(params, identifier, key_columns=("sequence_number",), window_option=N
             raw = run_job(params, request, runner)
         except SparkEngineError as e:
             if e.kind != "concurrent":
-                raise RepairError(str(e), result)
+                raise RepairError(str(e), dict(result, **e.details))
             attempts.append({"attempt": attempt, "outcome": "conflict: %s" % str(e)[:300]})
             continue
         plan = raw["plan"]
