@@ -18,6 +18,7 @@ scan and one repair by Spark (with its rollback) and the bad input that is refus
 starts; the other variants are marked ``long``.
 """
 import json
+import time
 
 import pytest
 
@@ -302,3 +303,43 @@ def test_spark_secrets_stay_off_the_command_line_and_output(tables):
                    host=SPARK_HOST, timeout=600)
     assert not r["failed"], r.get("msg")
     assert secret not in r["_stdout"]
+
+
+# -- the runbook's regression fault, recovered through the playbooks with the spark engine ---------
+
+SPARK_VARS = {"k2_cold_engine": "spark", "k2_spark_master": "local[2]"}
+
+
+@pytest.mark.fault_matrix
+def test_regression_recovered_through_the_playbooks_with_spark(k2lab, tmp_path):
+    """Scenario 4's regression: the scheduler re-offloads from a regressed watermark, the cold tier holds
+    copies; diagnose and recover (k2_execute) with k2_cold_engine=spark end with the data whole."""
+    from tests.support.incident import lab_inventory, run_playbook
+    inventory = lab_inventory(str(tmp_path / "lab.yml"))
+    reports = str(tmp_path / "reports")
+    cycle = k2lab["cycle_seconds"]
+    passed = False
+    try:
+        faults.inject("regression")
+        time.sleep(2 * cycle + 3)
+        diag = run_playbook("diagnose.yml", inventory, reports, extra=SPARK_VARS)
+        assert diag.rc == 0, diag
+        d = diag.report("diagnosis")["diagnosis"]
+        assert d["scenario_numbers"] == [4], d["summary"]
+        rec = run_playbook("recover.yml", inventory, reports, extra=dict(SPARK_VARS, k2_execute=True), timeout=1800)
+        assert rec.rc == 0, rec
+        outcome = rec.report("recovery")
+        assert outcome["outcome"] == "recovered" and outcome["verification"]["verified"], rec
+        lab.wait_for_new_watermarks(cycles=1)
+        report = lab.consistency()
+        figures = {t: (r.get("missing"), r.get("duplicated_rows"), r.get("past_watermark"))
+                   for t, r in report["tables"].items()}
+        assert all(f == (0, 0, 0) for f in figures.values()), (figures, report)
+        passed = True
+    finally:
+        if not passed:
+            faults.heal()
+            faults.heal("regression")
+            run_playbook("recover.yml", inventory, reports + "-cleanup", extra={"k2_execute": True})
+            run_playbook("post_incident.yml", inventory, reports + "-cleanup",
+                         extra={"k2_execute": True, "k2_post_incident_cycles": 1})
