@@ -251,12 +251,13 @@ def test_watermark_reset_cold_tier_same_pair_by_both_engines(k2lab):
             r = run_module("watermark_reset", {
                 "strategy": "cold_tier", "tables": [lab.TABLES[0]], "cold_table": "cold.{table}",
                 "iceberg_catalog": "k2", "iceberg_catalog_properties": CATALOG, "engine": engine,
-                "spark_master": "local[2]", "login_host": lab.PG, "login_port": 5432,
-                "login_user": k2lab["pg_user"] if "pg_user" in k2lab else "k2",
-                "login_password": k2lab.get("pg_password", ""), "login_db": k2lab.get("pg_db", "k2")},
+                "spark_master": "local[2]", "login_host": lab.PG, "port": 5432, "login_db": "prefect",
+                "login_user": "prefect", "login_password": k2lab["pg_password"]},
                 host=SPARK_HOST, check=True, timeout=600)
             assert not r["failed"], r.get("msg")
-            pairs.append(r["sources"][lab.TABLES[0]]["pair"])
+            source = r["tables"][0]["source"]
+            assert source["strategy"] == "cold_tier"
+            pairs.append((source["pair"], source["snapshot_id"]))
         assert pairs[0] == pairs[1]
     finally:
         faults.heal("scheduler-stopped")
