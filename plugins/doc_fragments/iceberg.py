@@ -59,7 +59,7 @@ options:
     description:
       - Which engine reads (and repairs) the cold tier. V(pyiceberg) runs in this module's process on the host
         (pyiceberg and pyarrow, bounded memory). V(spark) runs the work as a Spark job with C(spark-submit) on the
-        host, on O(spark_master): a cluster's executors for tables that outgrow one host.
+        host, on O(spark_master) (a cluster's executors, for tables that outgrow one host).
       - Both answer in the same shape. With V(spark), the table is opened through the catalog of
         O(iceberg_catalog_properties) translated for Iceberg's Spark catalog (C(type=sql) becomes Iceberg's
         C(jdbc) catalog on the same database, named O(iceberg_catalog)); O(iceberg_table_location) is not

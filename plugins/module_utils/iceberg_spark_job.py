@@ -291,8 +291,8 @@ class Job(object):
                 .orderBy(*[F.asc(k) for k in keys]).limit(size)
             shown = {}
             order_of = []
-            for item in marked.join(wanted, keys).orderBy(*([F.asc(k) for k in keys] + [F.asc(_ORDER), F.asc(_FILE),
-                                                                                         F.asc(_POS)])).collect():
+            ordering = [F.asc(k) for k in keys] + [F.asc(_ORDER), F.asc(_FILE), F.asc(_POS)]
+            for item in marked.join(wanted, keys).orderBy(*ordering).collect():
                 key = self.key_of(item, keys)
                 marker = repr(key)
                 if marker not in shown:
@@ -341,7 +341,7 @@ class Job(object):
             kept = df.select("*", F.col(_FILE), F.col(_POS)).where(F.col(_FILE).isin(rewrite_paths)) \
                 .join(removals, [_FILE, _POS], "left_anti").drop(_FILE, _POS)
             # One output file per input file, in the table's own order of columns.
-            kept = kept.repartition(len(rewrite_paths)).select(*[c for c in df.columns])
+            kept = kept.repartition(len(rewrite_paths)).select(*list(df.columns))
             kept.write.format("iceberg").option("rewritten-file-scan-task-set-id", group) \
                 .mode("append").save(self.name)
             coordinator = jvm.org.apache.iceberg.spark.FileRewriteCoordinator.get()
@@ -435,4 +435,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    raise SystemExit(main(sys.argv))

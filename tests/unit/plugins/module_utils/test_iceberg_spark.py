@@ -231,8 +231,9 @@ def dedupe_answer(conflicting=0, commit=True):
     plan = {"snapshot_id": 6, "key_columns": ["sequence_number"], "window": None, "window_text": "all",
             "conflict": "refuse", "duplicated_keys": 5, "rows_to_remove": 5, "conflicting_keys": conflicting,
             "sample": [{"key": {"_ts": "2026-01-01 00:00:50"}, "count": 2, "conflict": False}],
-            "conflicts": [], "files_to_rewrite": [{"path": "f2", "rows": 15, "rows_to_remove": 5, "rows_kept": 10,
-                                                    "bytes": 100, "action": "rewrite"}],
+            "conflicts": [],
+            "files_to_rewrite": [{"path": "f2", "rows": 15, "rows_to_remove": 5, "rows_kept": 10, "bytes": 100,
+                                  "action": "rewrite"}],
             "bytes_to_rewrite": 100, "files_scanned": 2, "bytes_scanned": 200, "rows_scanned": 215,
             "overlap_groups": None, "key_ranges": None}
     result = {"table": {"identifier": "cold.t"}, "plan": plan, "total_records": 215, "find_seconds": 1.0}
