@@ -9,6 +9,7 @@
 #   bench/run.sh mttr [--faults a,b] [--repeat N] [--no-doc]   (needs the lab; ~15 min)
 #   bench/run.sh chaos [--seeds 1,2,3] [--steps N] [--no-doc]  (needs the lab; make chaos)
 #   bench/run.sh html [--repeat N] [--no-doc]                  (needs the lab; ~6 min)
+#   bench/run.sh engines [--rows N,M] [--master M] [--no-doc]  (needs the lab; pyiceberg vs spark vs spark-shell)
 #   bench/run.sh all   (the default; what `make bench` runs; chaos is separate)
 # Results go to bench/results/ (raw JSON; --out DIR elsewhere) and docs/benchmarks.md, each bench
 # its own section (--no-doc leaves the doc alone). `make test` runs watermarks, coldtier and
@@ -27,10 +28,11 @@ case "$what" in
   mttr) exec "$VENV/bin/python" bench/mttr_bench.py "$@" ;;
   chaos) exec "$VENV/bin/python" bench/chaos_bench.py "$@" ;;
   html) exec "$VENV/bin/python" bench/html_report_bench.py "$@" ;;
+  engines) exec "$VENV/bin/python" bench/engines_bench.py "$@" ;;
   all)
     "$VENV/bin/python" bench/watermark_bench.py
     "$VENV/bin/python" bench/coldtier_bench.py
     "$VENV/bin/python" bench/dedupe_bench.py
     exec "$VENV/bin/python" bench/mttr_bench.py ;;
-  *) echo "usage: $0 [all|watermarks|coldtier|dedupe|mttr|chaos|html] [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|watermarks|coldtier|dedupe|mttr|chaos|html|engines] [options]" >&2; exit 2 ;;
 esac
