@@ -122,7 +122,7 @@ def test_dedupe(tmp_path):
     assert all(run["verified"]["ok"] for run in r["module"] + r["naive"])
 
 
-@pytest.mark.parametrize("what", ["mttr", "chaos", "html"])
+@pytest.mark.parametrize("what", ["mttr", "chaos", "html", "engines"])
 def test_lab_bench_help(what):
     """The lab's benches are not run here (they need the K2 lab): they import and parse options."""
     proc = subprocess.run(["bash", RUN, what, "--help"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -141,7 +141,8 @@ def test_benches_do_not_import_the_test_harness():
         for name in ("tests.support.ansible_module", "pytest_ansible"):
             assert name not in text, "%s refers to %s" % (os.path.relpath(path, REPO), name)
     code = ("import sys; sys.path.insert(0, 'bench'); "
-            "import watermark_bench, coldtier_bench, dedupe_bench, mttr_bench, chaos_bench, html_report_bench, _ansible; "
+            "import watermark_bench, coldtier_bench, dedupe_bench, mttr_bench, chaos_bench, html_report_bench, "
+            "engines_bench, _ansible; "
             "print(sorted(m for m in sys.modules if m.startswith(('pytest_ansible', 'tests.support.ansible_module'))))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=120, check=False)
