@@ -90,18 +90,26 @@ class Job(object):
 
     # -- the table's metadata, through Iceberg's Java API ------------------------------------
 
-    def load(self):
-        try:
-            return self.jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
-                self.spark._jsparkSession, quote(self.name))
-        except Exception as e:  # py4j wraps Java's exceptions
-            text = str(e)
-            if "NoSuchTableException" in text or "TABLE_OR_VIEW_NOT_FOUND" in text \
-                    or "NoSuchNamespaceException" in text:
-                raise JobError("Iceberg table %s not found in catalog %s"
-                               % (self.request["table"], self.request["catalog"]), "not_found")
-            raise JobError("cannot open Iceberg table %s through Spark's catalog %s: %s"
-                           % (self.request["table"], self.request["catalog"], _java_message(text)), "catalog")
+    def load(self, attempts=3):
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
+                    self.spark._jsparkSession, quote(self.name))
+            except Exception as e:  # py4j wraps Java's exceptions
+                text = str(e)
+                # A sqlite catalog busy with the scheduler's commit: reading again is safe.
+                if attempt < attempts and ("SQLITE_BUSY" in text or "UncheckedSQLException" in text):
+                    time.sleep(2 * attempt)
+                    continue
+                self._load_failed(text)
+
+    def _load_failed(self, text):
+        if "NoSuchTableException" in text or "TABLE_OR_VIEW_NOT_FOUND" in text or "NoSuchNamespaceException" in text:
+            raise JobError("Iceberg table %s not found in catalog %s"
+                           % (self.request["table"], self.request["catalog"]), "not_found")
+        raise JobError("cannot open Iceberg table %s through Spark's catalog %s: %s; check iceberg_catalog and "
+                       "iceberg_catalog_properties (as Spark's Iceberg catalog takes them, docs/spark.md)"
+                       % (self.request["table"], self.request["catalog"], _java_message(text)), "catalog")
 
     def table_info(self, table):
         current = table.operations().current()
