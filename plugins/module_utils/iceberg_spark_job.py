@@ -30,6 +30,7 @@ EXIT_USER = 3        # a clear error the result file describes (no such table, r
 EXIT_INTERNAL = 4    # anything else; the result file holds the exception
 
 PROPERTY_PREFIX = "k2.dedupe."
+SQLITE_BUSY_ATTEMPTS = 6
 _FILE = "_file"
 _POS = "_pos"
 _RANK = "_k2_rank"
@@ -358,15 +359,6 @@ class Job(object):
             iterator = new_files.iterator()
             while iterator.hasNext():
                 added.append(iterator.next())
-        overwrite = table.newOverwrite()
-        for path in paths:
-            overwrite.deleteFile(files[path][0])
-        for data_file in added:
-            overwrite.addFile(data_file)
-        overwrite.validateFromSnapshot(read_snapshot_id)
-        overwrite.conflictDetectionFilter(jvm.org.apache.iceberg.expressions.Expressions.alwaysTrue())
-        overwrite.validateNoConflictingData()
-        overwrite.validateNoConflictingDeletes()
         props = {
             "k2.operation": "dedupe",
             PROPERTY_PREFIX + "key_columns": ",".join(plan["key_columns"]),
@@ -380,22 +372,40 @@ class Job(object):
             PROPERTY_PREFIX + "replaces_snapshot_id": str(read_snapshot_id),
             PROPERTY_PREFIX + "engine": "spark",
         }
-        for k, v in props.items():
-            overwrite.set(k, v)
-        try:
-            overwrite.commit()
-        except Exception as e:
-            text = str(e)
+        for attempt in range(1, SQLITE_BUSY_ATTEMPTS + 1):
+            overwrite = table.newOverwrite()
+            for path in paths:
+                overwrite.deleteFile(files[path][0])
             for data_file in added:
-                try:
-                    table.io().deleteFile(str(data_file.path()))
-                except Exception:
-                    pass
-            if "ValidationException" in text or "CommitFailedException" in text:
-                raise JobError("another writer committed to the table after snapshot %d was read (%s); nothing "
-                               "was committed by this run. Run it again"
-                               % (read_snapshot_id, _java_message(text)), "concurrent")
-            raise
+                overwrite.addFile(data_file)
+            overwrite.validateFromSnapshot(read_snapshot_id)
+            overwrite.conflictDetectionFilter(jvm.org.apache.iceberg.expressions.Expressions.alwaysTrue())
+            overwrite.validateNoConflictingData()
+            overwrite.validateNoConflictingDeletes()
+            for k, v in props.items():
+                overwrite.set(k, v)
+            try:
+                overwrite.commit()
+                break
+            except Exception as e:
+                text = str(e)
+                # SQLITE_BUSY: the catalog's UPDATE of the pointer did not run (sqlite executes a statement
+                # whole or not at all), so the commit did not land and may be made again; the validation
+                # from the snapshot read still refuses whatever another writer committed meanwhile.
+                if "SQLITE_BUSY" in text and attempt < SQLITE_BUSY_ATTEMPTS:
+                    time.sleep(2 * attempt)
+                    table.refresh()
+                    continue
+                for data_file in added:
+                    try:
+                        table.io().deleteFile(str(data_file.path()))
+                    except Exception:
+                        pass
+                if "ValidationException" in text or "CommitFailedException" in text:
+                    raise JobError("another writer committed to the table after snapshot %d was read (%s); "
+                                   "nothing was committed by this run. Run it again"
+                                   % (read_snapshot_id, _java_message(text)), "concurrent")
+                raise
         table.refresh()
         snap = table.currentSnapshot()
         return {"snapshot": self.snapshot(snap), "files_removed": len(paths), "files_added": len(added),
