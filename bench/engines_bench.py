@@ -148,7 +148,9 @@ def one_size(rows, files, dups, master):
 
 
 def mib(n):
-    return "%.0f MiB" % (n / 1048576.0) if n else "-"
+    if not n:
+        return "-"
+    return "%.0f MiB" % (n / 1048576.0) if n >= 1048576 else "%.0f KiB" % (n / 1024.0)
 
 
 def section(results, master, when):
