@@ -6,7 +6,7 @@ export K2_VENV := $(VENV)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 LAB := cd lab && $(PY) -m k2lab
 
-.PHONY: setup test test-long faults matrix demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean lint units docs gates ee-context
+.PHONY: setup test test-long faults cold-engines matrix demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean lint units docs gates ee-context
 
 setup:            ## venv, Debian packages, dockerd, collections path
 	@bash scripts/setup.sh
@@ -19,6 +19,9 @@ test-long: setup  ## tests marked long: each role's molecule scenario, every lab
 
 faults: setup     ## the whole lab fault matrix through the playbooks (make test runs one per scenario and the never-worse cases)
 	@K2_TEST_PATHS="tests/lab/test_playbooks.py tests/lab/test_runbook_cases.py tests/lab/test_lab_down.py" K2_TEST_MARK=all bash scripts/test.sh
+
+cold-engines: setup  ## both cold-tier engines on the lab: every variant, and the regression fault recovered with k2_cold_engine=spark
+	@K2_TEST_PATHS="tests/lab/test_cold_engines.py tests/lab/test_lab_down.py" K2_TEST_MARK=all bash scripts/test.sh
 
 matrix: setup     ## the version matrix: ansible-core floor/current/newest, PostgreSQL 15 and 18, ClickHouse 18.16 vs 26.x
 	@bash scripts/matrix.sh all

@@ -8,7 +8,7 @@ started) in place, for iterating on tests.
 
 The files run in the order of ORDER, whatever their names: the lab itself first, then the
 modules on it, the playbooks fault by fault, the runbook's other cases, bad input and secrets,
-the AWX / EE / EDA packaging (they need a healthy lab and leave it so), Spark, the HTML incident
+the AWX / EE / EDA packaging (they need a healthy lab and leave it so), Spark, both cold-tier engines, the HTML incident
 report (a burst recovered, Prometheus down, an escalation), the chaos run
 (which leaves the most behind), the runbook's 24 h lookback (it re-offloads a day), and last
 `lab down`. A file that is not listed runs after the listed ones, before `lab down`.
@@ -32,6 +32,7 @@ ORDER = (
     "test_eda.py",
     "test_ee.py",
     "test_spark.py",
+    "test_cold_engines.py",
     "test_incident_html.py",
     "test_chaos.py",
     "test_reset_after_lost_table.py",
