@@ -284,7 +284,21 @@ def _heal_scheduler_crashloop():
     dexec(SPARK, "rm", "-f", SCHEDULER_DROPIN, check=False)
     dexec(SPARK, "systemctl", "daemon-reload", check=False)
     if dexec(SPARK, "systemctl", "is-active", SCHEDULER, check=False).strip() != "inactive":
-        dexec(SPARK, "systemctl", "restart", SCHEDULER, check=False)
+        dexec(SPARK, "systemctl", "restart", SCHEDULER)
+        # Healed when it stays up: running, and no restart by systemd over more than one restart interval
+        # (a fix that did not take would crash again within 5 s).
+        _wait("the scheduler to run without being restarted", _scheduler_stays_up, 90)
+
+
+def _scheduler_stays_up():
+    def show():
+        out = dexec(SPARK, "systemctl", "show", "-p", "ActiveState,SubState,NRestarts", SCHEDULER, check=False)
+        return dict(line.split("=", 1) for line in out.split() if "=" in line)
+    first = show()
+    time.sleep(7)
+    second = show()
+    return (second.get("ActiveState"), second.get("SubState")) == ("active", "running") and \
+        first.get("NRestarts") == second.get("NRestarts")
 
 
 def _inject_pg_crashloop():

@@ -22,6 +22,11 @@ timezone = 'UTC'
 log_timezone = 'UTC'
 log_min_messages = warning
 log_connections = off
+# A client that vanished behind a network partition (Scenario 2c) must not keep its session, and the
+# locks of its open transaction, for the kernel's default two hours: probe idle peers after 10 s.
+tcp_keepalives_idle = 10
+tcp_keepalives_interval = 5
+tcp_keepalives_count = 3
 CONF
   echo "host all all 0.0.0.0/0 scram-sha-256" >> "$PGDATA/pg_hba.conf"
   su postgres -c "$BIN/pg_ctl -D $PGDATA -o '-c listen_addresses=' -w start" >/dev/null
