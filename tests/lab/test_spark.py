@@ -64,6 +64,8 @@ def test_runbook_dash_e_runs_nothing(k2lab):
     assert "sequence_number" not in out
 
 
+# make test-long: in make test, test_cold_engines.py's repair by Spark read back by pyiceberg covers the shared catalog
+@pytest.mark.long
 def test_spark_and_pyiceberg_share_the_tables(k2lab):
     faults.inject("scheduler-stopped")  # so both engines count the same snapshot
     planted = []
