@@ -373,8 +373,12 @@ def _heal_watermark_write_denied():
 
 def _inject_watermark_id_sequence():
     """The id sequence set far behind max(id) (as after restoring rows with their ids): nextval()
-    hands out ids that exist, and every INSERT violates the primary key."""
-    psql("SELECT setval(pg_get_serial_sequence('offload_watermarks', 'id'), 1, false)")
+    hands out ids that exist, and every INSERT violates the primary key. Set to the first id of the
+    longest run of consecutive ids: earlier cleanups and resets leave gaps, and a sequence set into a
+    gap would hand out free ids after a few collisions (the fault would heal itself)."""
+    psql("SELECT setval(pg_get_serial_sequence('offload_watermarks', 'id'), (SELECT min(id) FROM ("
+         "SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM offload_watermarks) r"
+         " GROUP BY run ORDER BY count(*) DESC, min(id) DESC LIMIT 1), false)")
 
 
 def _heal_watermark_id_sequence():
