@@ -371,14 +371,22 @@ def _heal_watermark_write_denied():
     psql("GRANT INSERT ON offload_watermarks TO prefect", user="postgres", check=False)
 
 
+ID_RUN_NEEDED = 40
+
+
 def _inject_watermark_id_sequence():
     """The id sequence set far behind max(id) (as after restoring rows with their ids): nextval()
     hands out ids that exist, and every INSERT violates the primary key. Set to the first id of the
     longest run of consecutive ids: earlier cleanups and resets leave gaps, and a sequence set into a
     gap would hand out free ids after a few collisions (the fault would heal itself)."""
-    psql("SELECT setval(pg_get_serial_sequence('offload_watermarks', 'id'), (SELECT min(id) FROM ("
-         "SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM offload_watermarks) r"
-         " GROUP BY run ORDER BY count(*) DESC, min(id) DESC LIMIT 1), false)")
+    longest = ("SELECT min(id) AS first, count(*) AS n FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run"
+               " FROM offload_watermarks) r GROUP BY run ORDER BY count(*) DESC, min(id) DESC LIMIT 1")
+    # Each failed INSERT takes one id: a run shorter than the cycles a diagnosis and a recovery take
+    # would be used up before they look (a new lab has a few entries: wait for its history).
+    _wait("a run of %d consecutive watermark ids to collide with" % ID_RUN_NEEDED,
+          lambda: int(psql("SELECT n FROM (%s) l" % longest).strip() or 0) >= ID_RUN_NEEDED, 900, interval=5)
+    psql("SELECT setval(pg_get_serial_sequence('offload_watermarks', 'id'), (SELECT first FROM (%s) l), false)"
+         % longest)
 
 
 def _heal_watermark_id_sequence():
