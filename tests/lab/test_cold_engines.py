@@ -118,7 +118,7 @@ EXPECTED_DUPS = {
 }
 
 
-@pytest.mark.parametrize("engine", ["pyiceberg", "spark"])
+@pytest.mark.parametrize("engine", ["pyiceberg", SLOW_SPARK])
 def test_scan_finds_copies_and_rows_past_the_watermark(tables, engine):
     r = table_info("dups", engine, duplicate_sample_size=3,
                    watermark={"max_timestamp": "2026-01-01T00:03:25Z", "sequence_number": 205})
@@ -180,6 +180,9 @@ def test_differing_copies_are_refused(tables, engine):
     assert current_snapshot("conflict") == before
 
 
+# Each Spark job starts a JVM and a Spark session (40-90 s on this 2-core host): make test keeps the
+# lab suite's cheap checks, make cold-engines runs every Spark variant.
+@pytest.mark.long
 def test_spark_repair_is_read_back_by_pyiceberg_and_rolled_back(tables):
     before = current_snapshot("dups")
     r = dedupe("dups", "spark")

@@ -64,7 +64,7 @@ def test_runbook_dash_e_runs_nothing(k2lab):
     assert "sequence_number" not in out
 
 
-# make test-long: in make test, test_cold_engines.py's repair by Spark read back by pyiceberg covers the shared catalog
+# make test-long and make cold-engines (test_cold_engines.py's Spark repair read back by pyiceberg)
 @pytest.mark.long
 def test_spark_and_pyiceberg_share_the_tables(k2lab):
     faults.inject("scheduler-stopped")  # so both engines count the same snapshot
