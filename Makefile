@@ -6,7 +6,7 @@ export K2_VENV := $(VENV)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 LAB := cd lab && $(PY) -m k2lab
 
-.PHONY: setup test test-long faults cold-engines matrix demo lab-build lab-up lab-down lab-status lab-check build bench chaos clean lint units docs gates ee-context
+.PHONY: setup test test-long faults cold-engines matrix demo lab-build lab-up lab-down lab-status lab-check build bench chaos chaos-spark clean lint units docs gates ee-context
 
 setup:            ## venv, Debian packages, dockerd, collections path
 	@bash scripts/setup.sh
@@ -64,6 +64,9 @@ bench: setup      ## benchmarks; results go to docs/benchmarks.md
 
 chaos: setup      ## several seeded fault sequences recovered by the playbooks (make test runs one short seed)
 	@bash bench/run.sh chaos
+
+chaos-spark: setup  ## the same sequences with the cold tier on Spark (k2_cold_engine=spark, local[2])
+	@bash bench/run.sh chaos --seeds 1,2,3 --engine spark
 
 clean:
 	@$(LAB) down || true

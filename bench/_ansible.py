@@ -43,8 +43,11 @@ def ansible_env():
     return env
 
 
-def run_module(name, args=None, timeout=1800):
-    """Run ``k2.iceberg_offload.<name>`` (or a full FQCN) on localhost with this interpreter.
+def run_module(name, args=None, timeout=1800, host="localhost", connection="local", interpreter=None):
+    """Run ``k2.iceberg_offload.<name>`` (or a full FQCN) on ``host`` (localhost with this interpreter).
+
+    ``host``/``connection``/``interpreter`` run it elsewhere, e.g. in a lab container with
+    ``connection="community.docker.docker"``, where a playbook would run it.
 
     Returns the module's result as the JSON callback reports it, with ``failed`` always
     present and ``_rc``, ansible's exit code (0 ok, 2 failed, 4 unreachable). Raises
@@ -56,8 +59,8 @@ def run_module(name, args=None, timeout=1800):
             os.path.join(COLLECTIONS, "ansible_collections", *COLLECTION.split("."))):
         raise RuntimeError("%s is not on the collections path %s: run `make setup` (scripts/setup.sh) first"
                            % (COLLECTION, COLLECTIONS))
-    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local",
-           "-e", "ansible_python_interpreter=" + sys.executable,
+    cmd = [ANSIBLE, host, "-i", host + ",", "-c", connection,
+           "-e", "ansible_python_interpreter=" + (interpreter or sys.executable),
            "-m", fqcn]
     if args:  # "-a {}" would reach the module as a free-form "{}"
         cmd += ["-a", json.dumps(args)]
@@ -66,7 +69,7 @@ def run_module(name, args=None, timeout=1800):
     out = proc.stdout.decode(errors="replace")
     try:
         data = json.loads(out[out.index("{"):])
-        result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+        result = data["plays"][0]["tasks"][0]["hosts"][host]
     except (ValueError, KeyError, IndexError):
         raise RuntimeError("ansible -m %s printed no result (exit code %d):\n%s\n%s"
                            % (fqcn, proc.returncode, out[-4000:], proc.stderr.decode(errors="replace")[-4000:]))

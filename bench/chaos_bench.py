@@ -24,18 +24,27 @@ from k2lab import lab  # noqa: E402
 from tests.support import chaos  # noqa: E402
 
 sys.path.insert(0, os.path.join(REPO, "bench"))
-from mttr_bench import machine, write_section  # noqa: E402
+from _doc import machine_line as machine, write_section  # noqa: E402  (bench/_doc.py)
+
+
+def section_name(engine):
+    """The docs section: ``chaos`` for the default cold-tier engine, ``chaos-spark`` for Spark's."""
+    return "chaos" if engine == "pyiceberg" else "chaos-" + engine
 
 
 def render(results):
+    engine = results.get("engine", "pyiceberg")
+    name = section_name(engine)
     lines = [
-        "<!-- chaos:begin (written by bench/chaos_bench.py; do not edit by hand) -->",
-        "## Chaos: random fault sequences recovered by the playbooks (issue 10)",
+        "<!-- %s:begin (written by bench/chaos_bench.py; do not edit by hand) -->" % name,
+        "## Chaos: random fault sequences recovered by the playbooks (issue 10)%s"
+        % ("" if engine == "pyiceberg" else ", cold tier on %s (issue 16)" % engine),
         "",
-        "Command: `make chaos` (`bench/run.sh chaos --seeds %s --steps %d`). Run: %s, %.0f s in all. Machine: %s. "
+        "Command: `make %s` (`bench/run.sh chaos --seeds %s --steps %d%s`). Run: %s, %.0f s in all. Machine: %s. "
         "Lab cycle: %d s. Each step injects one fault or two at once, waits 1-2.5 cycles, and runs "
         "`recover.yml -e k2_execute=true`; at the end the lab's consistency checker compares the source with the "
-        "cold tier up to the watermark." % (",".join(str(r["seed"]) for r in results["runs"]), results["steps"],
+        "cold tier up to the watermark." % (name, ",".join(str(r["seed"]) for r in results["runs"]), results["steps"],
+                                             "" if engine == "pyiceberg" else " --engine " + engine,
                                              results["date"], results["seconds"], results["machine"],
                                              results["cycle_seconds"]),
         "",
@@ -49,7 +58,7 @@ def render(results):
         end = ", ".join("%s %s" % (t.replace("bronze_trades_", ""), "/".join(str(x) for x in v))
                         for t, v in sorted(final.items())) or "-"
         lines.append("| %d | %s | %s | %s |" % (r["seed"], steps, end, "yes" if r["ok"] else "**no**"))
-    lines += ["<!-- chaos:end -->"]
+    lines += ["<!-- %s:end -->" % name]
     return "\n".join(lines) + "\n"
 
 
@@ -57,6 +66,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--engine", choices=sorted(chaos.ENGINE_VARS), default="pyiceberg",
+                    help="the playbooks' cold-tier engine (k2_cold_engine); spark: Spark local[2] in k2-spark-iceberg")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--out", metavar="DIR", default=os.path.join(REPO, "bench", "results"),
                     help="where the raw JSON goes (default bench/results)")
@@ -64,19 +75,20 @@ def main():
     t0 = time.time()
     with lab.running(cycle_seconds=10):
         lab.wait_for_new_watermarks(cycles=1)
-        runs = [chaos.run(int(s), args.steps, log=lambda m: sys.stderr.write(m + "\n"))
+        runs = [chaos.run(int(s), args.steps, log=lambda m: sys.stderr.write(m + "\n"), engine=args.engine)
                 for s in args.seeds.split(",") if s]
         results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                   "machine": machine(), "cycle_seconds": lab.settings()["cycle_seconds"], "steps": args.steps,
+                   "engine": args.engine, "machine": machine(), "cycle_seconds": lab.settings()["cycle_seconds"],
+                   "steps": args.steps,
                    "runs": runs, "seconds": time.time() - t0}
     os.makedirs(args.out, exist_ok=True)
-    out = os.path.join(args.out, "chaos-%s.json" % time.strftime("%Y%m%dT%H%M%S"))
+    out = os.path.join(args.out, "%s-%s.json" % (section_name(args.engine), time.strftime("%Y%m%dT%H%M%S")))
     with open(out, "w") as fh:
         json.dump(results, fh, indent=2)
     text = render(results)
     sys.stdout.write(text)
     if not args.no_doc:
-        write_section("chaos", text)
+        write_section(section_name(args.engine), text)
     return 0 if all(r["ok"] for r in runs) else 1
 
 

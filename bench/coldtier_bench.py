@@ -26,7 +26,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -39,6 +38,7 @@ sys.path.insert(0, os.path.join(REPO, ".collections"))
 sys.path.insert(0, REPO)
 
 from _load import LoadSampler, sampled_text  # noqa: E402  (bench/_load.py)
+from _doc import machine as host_machine, write_section  # noqa: E402  (bench/_doc.py)
 
 
 def _child(kind, root, table_name, extra):
@@ -206,31 +206,21 @@ def bench_clickhouse(args, tmp):
 
 
 def machine():
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except IOError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     import pyarrow
     import pyiceberg
-    return {"nproc": os.cpu_count(), "memory": "%.1f GiB" % (mem / 2.0 ** 30), "cpu": cpu,
-            "python": platform.python_version(), "pyarrow": pyarrow.__version__,
-            "pyiceberg": pyiceberg.__version__}
+    return host_machine(pyarrow=pyarrow.__version__, pyiceberg=pyiceberg.__version__)
 
 
 def render(results):
     """The docs section, between the coldtier markers, from a results dict (or its JSON file)."""
     ice, chq, m, repeat = results["iceberg"], results["clickhouse"], results["machine"], results["repeat"]
+    memory = "%s GiB" % m["memory_gib"] if "memory_gib" in m else m["memory"]  # (older results: "memory")
     lines = [
         "<!-- coldtier:begin (written by bench/coldtier_bench.py; do not edit by hand) -->",
         "## Cold tier and source (issue 4) — %s" % results["date"], "",
         "Machine: %d CPUs (%s), %s RAM; Python %s, pyarrow %s, pyiceberg %s. Command: `%s`. %.0f s in all." % (
-            m["nproc"], m["cpu"], m["memory"], m["python"], m["pyarrow"], m["pyiceberg"], results["command"],
+            m["nproc"], m.get("cpu_model") or m.get("cpu"),
+            memory, m["python"], m["pyarrow"], m["pyiceberg"], results["command"],
             results["seconds"]), "",
         "Load: %s. The machine is shared; times scale with the load." % _load_text(results), ""]
     if ice:
@@ -299,17 +289,7 @@ def _load_text(results):
 
 
 def write_doc(section):
-    """Replace the section between the coldtier markers in docs/benchmarks.md (or append it)."""
-    path = os.path.join(REPO, "docs", "benchmarks.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-    begin, end = "<!-- coldtier:begin", "<!-- coldtier:end -->"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + section + text[text.index(end) + len(end) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    return write_section("coldtier", section)
 
 
 def command_line(argv):

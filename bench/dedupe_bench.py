@@ -34,7 +34,6 @@ not met (>= 10x less data rewritten, >= 5x faster than naive, peak RSS < 512 MiB
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,7 @@ for p in (os.path.join(REPO, ".collections"), REPO):
         sys.path.insert(0, p)
 
 from _load import LoadSampler, sampled_text  # noqa: E402  (bench/_load.py)
+from _doc import machine as host_machine, write_section  # noqa: E402  (bench/_doc.py)
 
 TABLE = "bench_trades"
 MIB = 1048576.0
@@ -248,19 +248,9 @@ def summarize(results):
 
 
 def machine():
-    model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
     import pyarrow
     import pyiceberg
-    return {"nproc": os.cpu_count(), "memory_gib": round(mem_kb / 1024.0 / 1024.0, 1), "cpu_model": model,
-            "kernel": platform.release(), "python": platform.python_version(), "pyarrow": pyarrow.__version__,
-            "pyiceberg": pyiceberg.__version__}
+    return host_machine(pyarrow=pyarrow.__version__, pyiceberg=pyiceberg.__version__)
 
 
 def mib(n):
@@ -367,16 +357,7 @@ def _load_text(results):
 
 
 def write_doc(section):
-    path = os.path.join(REPO, "docs", "benchmarks.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-    begin, end = "<!-- dedupe:begin", "<!-- dedupe:end -->"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + section + text[text.index(end) + len(end) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    return write_section("dedupe", section)
 
 
 def main():

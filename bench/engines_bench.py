@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -36,7 +35,8 @@ for p in (os.path.join(REPO, ".collections"), REPO, os.path.join(REPO, "lab")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from _ansible import ANSIBLE, COLLECTION, ansible_env  # noqa: E402  (bench/_ansible.py)
+from _ansible import run_module as ansible_run_module  # noqa: E402  (bench/_ansible.py)
+from _doc import write_section  # noqa: E402  (bench/_doc.py)
 from k2lab import lab  # noqa: E402
 
 CATALOG = {"type": "sql", "uri": "sqlite:////home/iceberg/warehouse/catalog.db",
@@ -100,18 +100,8 @@ def args(engine, master, **more):
 
 def run_module(name, module_args, timeout=3600):
     """``ansible SPARK -c community.docker.docker -m k2.iceberg_offload.NAME``: the module where a playbook runs it."""
-    cmd = [ANSIBLE, lab.SPARK, "-i", lab.SPARK + ",", "-c", "community.docker.docker",
-           "-e", "ansible_python_interpreter=" + lab.OFFLOAD_PY, "-m", "%s.%s" % (COLLECTION, name),
-           "-a", json.dumps(module_args)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ansible_env(), timeout=timeout,
-                          check=False)
-    out = proc.stdout.decode(errors="replace")
-    try:
-        result = json.loads(out[out.index("{"):])["plays"][0]["tasks"][0]["hosts"][lab.SPARK]
-    except (ValueError, KeyError, IndexError):
-        raise RuntimeError("ansible -m %s printed no result:\n%s" % (name, out[-4000:]))
-    result.setdefault("failed", False)
-    return result
+    return ansible_run_module(name, module_args, timeout=timeout, host=lab.SPARK,
+                              connection="community.docker.docker", interpreter=lab.OFFLOAD_PY)
 
 
 def timed(name, module, module_args):
@@ -174,21 +164,6 @@ def section(results, master, when):
     return "\n".join(lines)
 
 
-def write_section(text):
-    path = os.path.join(REPO, "docs", "benchmarks.md")
-    with open(path) as fh:
-        doc = fh.read()
-    begin, end = "<!-- engines:begin", "<!-- engines:end -->"
-    if begin in doc:
-        a = doc.index(begin)
-        b = doc.index(end) + len(end) + 1
-        doc = doc[:a] + text + doc[b:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as fh:
-        fh.write(doc)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="1000000,10000000", help="table sizes, comma-separated")
@@ -211,7 +186,7 @@ def main():
     text = section(results, opts.master, when)
     print(text)
     if not opts.no_doc:
-        write_section(text)
+        write_section("engines", text)
 
 
 if __name__ == "__main__":

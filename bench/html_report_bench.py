@@ -33,7 +33,7 @@ sys.path[:0] = [REPO, os.path.join(REPO, "lab"), os.path.join(REPO, ".collection
 from k2lab import faults, lab  # noqa: E402
 from tests.support.incident import lab_inventory, run_playbook  # noqa: E402
 from _load import LoadSampler, sampled_text  # noqa: E402
-from mttr_bench import machine, write_section  # noqa: E402
+from _doc import machine_line as machine, write_section  # noqa: E402  (bench/_doc.py)
 
 # The one task whose time is the pipeline's, not the playbook's: it waits for the next cycle.
 WAIT_TASK = "Post-incident step 1: watermark progression"

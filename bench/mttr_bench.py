@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "lab"), os.path.join(REPO, ".collections")]
 
 from k2lab import faults, lab  # noqa: E402
+from _doc import machine_line, write_section  # noqa: E402  (bench/_doc.py)
 from tests.support.incident import lab_inventory, run_playbook  # noqa: E402
 
 # Every lab fault (python -m k2lab faults). Those no recovery can fix end in an escalation: the bench
@@ -170,33 +170,8 @@ def write_doc(text):
     write_section("mttr", text)
 
 
-def write_section(name, text):
-    """Replace the section between <!-- NAME:begin ... --> and <!-- NAME:end --> (or append it)."""
-    path = os.path.join(REPO, "docs", "benchmarks.md")
-    with open(path) as fh:
-        doc = fh.read()
-    begin, end = "<!-- %s:begin" % name, "<!-- %s:end -->" % name
-    if begin in doc:
-        a = doc.index(begin)
-        b = doc.index(end) + len(end) + 1
-        doc = doc[:a] + text + doc[b:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as fh:
-        fh.write(doc)
-
-
 def machine():
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2.0 ** 30
-    return "%d CPUs (%s), %.1f GiB, kernel %s" % (os.cpu_count(), cpu, mem, platform.release())
+    return machine_line()
 
 
 def main():

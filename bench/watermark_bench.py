@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_sql i
 from ansible_collections.k2.iceberg_offload.plugins.module_utils.watermark_inspect import collect_info  # noqa: E402
 from _ansible import run_module  # noqa: E402  (bench/_ansible.py: the module through `ansible`)
 from _load import LoadSampler, sampled_text  # noqa: E402
+from _doc import machine, write_section  # noqa: E402  (bench/_doc.py)
 
 TABLES = ["bronze_trades_binance", "bronze_trades_kraken"]
 RUNBOOK_CLEANUP = """
@@ -69,19 +69,6 @@ INFO_TARGET_MS = 50
 def log(msg):
     sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()
-
-
-def machine():
-    model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    return {"nproc": os.cpu_count(), "memory_gib": round(mem_kb / 1024.0 / 1024.0, 1), "cpu_model": model,
-            "kernel": platform.release(), "python": platform.python_version()}
 
 
 def sql(conn, query, params=None):
@@ -361,16 +348,7 @@ def _load_text(results):
 
 
 def write_doc(section):
-    path = os.path.join(REPO, "docs", "benchmarks.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-    begin, end = "<!-- watermarks:begin", "<!-- watermarks:end -->"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + section + text[text.index(end) + len(end) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    return write_section("watermarks", section)
 
 
 def main():

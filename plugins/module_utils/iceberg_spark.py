@@ -431,17 +431,23 @@ def dedupe(params, identifier, key_columns=("sequence_number",), window_option=N
     started = time.time()
     attempts = []
     result = {"changed": False}
-    for attempt in range(1, max_attempts + 1):
+    while len(attempts) < max_attempts:
+        # The job plans again in its own JVM after a lost race (its attempts come back in the answer);
+        # a new job only when it could not run at all.
         request = {"operation": "dedupe", "catalog": params.get("iceberg_catalog") or "default",
                    "table": identifier, "key_columns": list(key_columns), "conflict": conflict,
-                   "sample_size": sample_size, "execute": not check_mode}
+                   "sample_size": sample_size, "execute": not check_mode,
+                   "max_attempts": max_attempts - len(attempts)}
         try:
             raw = run_job(params, request, runner)
         except SparkEngineError as e:
             if e.kind != "concurrent":
                 raise RepairError(str(e), dict(result, **e.details))
-            attempts.append({"attempt": attempt, "outcome": "conflict: %s" % str(e)[:300]})
+            lost = e.details.get("attempts") or [{"outcome": "conflict: %s" % str(e)[:300]}]
+            attempts.extend(dict(item, attempt=len(attempts) + n + 1) for n, item in enumerate(lost))
             continue
+        attempts.extend(dict(item, attempt=len(attempts) + n + 1) for n, item in enumerate(raw.get("attempts") or []))
+        attempt = len(attempts) + 1
         plan = raw["plan"]
         for item in plan["sample"]:
             item["key"] = _key(item["key"])

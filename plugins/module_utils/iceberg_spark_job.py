@@ -232,6 +232,25 @@ class Job(object):
                 "batches": None, "arrow_peak_bytes": None, "arrow_pool_max_bytes": None}
 
     def op_dedupe(self):
+        """Plan and commit; when another writer commits first, plan again in this JVM (seconds, not a new
+        spark-submit) up to the request's max_attempts. ``attempts`` lists the plans that lost the race."""
+        attempts = []
+        limit = max(1, int(self.request.get("max_attempts") or 1))
+        while True:
+            started = time.time()
+            try:
+                result = self.dedupe_once()
+            except JobError as e:
+                if e.kind != "concurrent":
+                    raise
+                attempts.append({"seconds": round(time.time() - started, 3), "outcome": "conflict: %s" % str(e)[:300]})
+                if len(attempts) >= limit:
+                    raise JobError(str(e), "concurrent", {"attempts": attempts})
+                continue
+            result["attempts"] = attempts
+            return result
+
+    def dedupe_once(self):
         from pyspark.sql import Window
         from pyspark.sql import functions as F
         r = self.request

@@ -131,7 +131,8 @@ notes:
     files that hold extra copies with Iceberg's Spark writer (staged, not committed), and one Iceberg
     C(OverwriteFiles) commit removes those files and adds their rewrites, with the same C(k2.dedupe.*) summary
     properties, validated from the snapshot read: if another writer appended meanwhile, the commit fails with
-    nothing committed and the job plans again (O(max_attempts)). O(window) is not supported with V(spark)."
+    nothing committed and the job plans again in the same Spark session (seconds, no new C(spark-submit)), up
+    to O(max_attempts) plans in all. O(window) is not supported with V(spark)."
   - "Arrow's default allocator (mimalloc) keeps freed memory of its reading threads resident: the
     task's C(environment: {ARROW_DEFAULT_MEMORY_POOL: system}) lowers the module's peak RSS by about
     100 MiB (docs/benchmarks.md)."

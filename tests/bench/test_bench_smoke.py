@@ -73,6 +73,19 @@ def _bench(what, out_dir, *args):
     return out, result
 
 
+def _render(bench, out_dir, section):
+    """The docs section BENCH.render() makes of the JSON in OUT_DIR (what ``--render`` would write)."""
+    (path,) = glob.glob(os.path.join(str(out_dir), "*.json"))
+    code = "import json, sys; sys.path.insert(0, 'bench'); import %s as b; print(b.render(json.load(open(%r))))" % (
+        bench, path)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=120, check=False)
+    text = proc.stdout.decode(errors="replace")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-4000:]
+    assert text.startswith("<!-- %s:begin" % section) and "<!-- %s:end -->" % section in text, text[:2000]
+    return text
+
+
 def _keys(mapping, *keys):
     missing = [k for k in keys if k not in mapping]
     assert not missing, "missing %s in %s" % (missing, sorted(mapping))
@@ -92,6 +105,7 @@ def test_watermarks(tmp_path):
         row = r["cleanup"][label]
         # every template row but the newest 10 per table (the writer's own rows come after them)
         assert row["deleted"] >= 20000 - 2 * 10 and row["writer"]["errors"] == 0, (label, row)
+    assert r["machine"]["cpu_model"] in _render("watermark_bench", tmp_path, "watermarks")
 
 
 def test_coldtier(tmp_path):
@@ -109,6 +123,7 @@ def test_coldtier(tmp_path):
     assert not through_ansible["failed"] and through_ansible["duplicate_rows"] == 1000, through_ansible
     _keys(r["clickhouse"], "rows", "module", "runbook", "watermark")
     assert r["clickhouse"]["rows"] == 20000 and len(r["clickhouse"]["module"]) == 3
+    assert "%d CPUs" % r["machine"]["nproc"] in _render("coldtier_bench", tmp_path, "coldtier")
 
 
 def test_dedupe(tmp_path):
@@ -120,6 +135,7 @@ def test_dedupe(tmp_path):
     assert r["table"]["rows"] == 20000 and r["table"]["unique_keys"] == 19600
     assert r["ansible"]["rows_removed"] == 400 and r["ansible"]["verified"]["ok"], r["ansible"]
     assert all(run["verified"]["ok"] for run in r["module"] + r["naive"])
+    assert r["machine"]["cpu_model"] in _render("dedupe_bench", tmp_path, "dedupe")
 
 
 @pytest.mark.parametrize("what", ["mttr", "chaos", "html", "engines"])

@@ -14,6 +14,8 @@ from tests.support import chaos
 
 SEEDS = [int(s) for s in os.environ.get("K2_CHAOS_SEEDS", "1").split()]
 STEPS = int(os.environ.get("K2_CHAOS_STEPS", "1"))  # seed 1: a double fault (make chaos: more)
+# K2_CHAOS_ENGINE=spark: the playbooks' cold tier on Spark (make chaos-spark runs several seeds).
+ENGINE = os.environ.get("K2_CHAOS_ENGINE", "pyiceberg")
 
 
 def test_plan_is_seeded_and_has_a_double_fault():
@@ -26,10 +28,10 @@ def test_plan_is_seeded_and_has_a_double_fault():
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_chaos_recovered_by_the_playbooks(k2lab, seed):
-    result = chaos.run(seed, STEPS)
+    result = chaos.run(seed, STEPS, engine=ENGINE)
     out = os.path.join(REPO_DIR, "tests", "output")
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "chaos-seed-%d.json" % seed), "w") as fh:
+    with open(os.path.join(out, "chaos-%s-seed-%d.json" % (ENGINE, seed)), "w") as fh:
         json.dump(result, fh, indent=2)
     assert all(s["outcome"] == "recovered" for s in result["steps"]), result
     assert result["ok"], result

@@ -246,6 +246,40 @@ def test_spark_repairs_the_lab_table_after_planted_duplicates(k2lab):
 
 
 @pytest.mark.long
+def test_spark_repair_while_the_scheduler_appends(k2lab):
+    """The scheduler keeps offloading (a commit every cycle) while Spark repairs its table: a plan that
+    loses the race is made again in the same Spark session, the commit lands, and nothing the scheduler
+    appended meanwhile is lost."""
+    binance = lab.TABLES[0]
+    planted = []
+    repaired = False
+    faults.inject("scheduler-stopped")
+    try:
+        planted = lab.labtool("plant-duplicates", binance, "7")
+    finally:
+        faults.heal("scheduler-stopped")
+    try:
+        lab.wait_for_new_watermarks([binance], 1)
+        before = lab.consistency([binance])["tables"][binance]
+        r = run_module("iceberg_dedupe", {"table": "cold." + binance, "iceberg_catalog": "k2",
+                                          "iceberg_catalog_properties": CATALOG, "engine": "spark",
+                                          "spark_master": "local[2]", "max_attempts": 10},
+                       host=SPARK_HOST, timeout=1800)
+        assert not r["failed"], (r.get("msg"), r.get("stats"))
+        repaired = True
+        assert r["plan"]["rows_to_remove"] >= 7
+        # Every row up to the watermark once, and the cycles the scheduler committed during the run
+        # (more rows than before, less the planted copies) are there.
+        after = lab.consistency([binance])["tables"][binance]
+        assert (after["duplicated_rows"], after["missing"]) == (0, 0), after
+        assert after["cold_rows"] > before["cold_rows"] - len(planted), (before, after)
+        print("attempts:", r["stats"]["attempts"])
+    finally:
+        if planted and not repaired:
+            lab.labtool("repair", binance, *map(str, planted))
+
+
+@pytest.mark.long
 def test_watermark_reset_cold_tier_same_pair_by_both_engines(k2lab):
     faults.inject("scheduler-stopped")
     try:

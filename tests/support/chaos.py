@@ -8,7 +8,7 @@ cycles, and runs ``recover.yml -e k2_execute=true`` as an on-call engineer would
 passes when every recovery verified and, at the end, the consistency checker finds
 0 missing, 0 duplicated and 0 past the watermark for every table. Used by
 tests/lab/test_chaos.py (one seed, in make test) and bench/chaos_bench.py (several
-seeds: make chaos).
+seeds: make chaos; ``--engine spark``: make chaos-spark).
 """
 import os
 import random
@@ -40,13 +40,18 @@ def plan(seed, steps):
     return out, [round(rng.uniform(1.0, 2.5), 2) for step in range(steps)]
 
 
-def run(seed, steps, log=print):
-    """Returns {seed, steps: [...], final: {table: (missing, duplicated, past)}, ok, seconds}."""
+# The cold-tier engine the playbooks use (k2_cold_engine): pyiceberg, or spark on local[2] (issue 16).
+ENGINE_VARS = {"pyiceberg": {}, "spark": {"k2_cold_engine": "spark", "k2_spark_master": "local[2]"}}
+
+
+def run(seed, steps, log=print, engine="pyiceberg"):
+    """Returns {seed, engine, steps: [...], final: {table: (missing, duplicated, past)}, ok, seconds}."""
     cycle = lab.settings()["cycle_seconds"]
     tmp = tempfile.mkdtemp(prefix="k2-chaos-")
     inventory = lab_inventory(os.path.join(tmp, "lab.yml"))
     sequence, waits = plan(seed, steps)
-    result = {"seed": seed, "cycle_seconds": cycle, "steps": [], "ok": False}
+    result = {"seed": seed, "engine": engine, "cycle_seconds": cycle, "steps": [], "ok": False}
+    extra = dict(ENGINE_VARS[engine], k2_execute=True)
     t0 = time.time()
     for n, (names, wait) in enumerate(zip(sequence, waits)):
         log("chaos seed %s step %d: inject %s, wait %.2f cycles" % (seed, n + 1, " + ".join(names), wait))
@@ -54,7 +59,7 @@ def run(seed, steps, log=print):
             faults.inject(name)
         time.sleep(wait * cycle)
         reports = os.path.join(tmp, "step-%d" % (n + 1))
-        rec = run_playbook("recover.yml", inventory, reports, extra={"k2_execute": True})
+        rec = run_playbook("recover.yml", inventory, reports, extra=extra)
         report = rec.report("recovery") or {}
         step = {"faults": names, "wait_cycles": wait, "rc": rec.rc, "outcome": report.get("outcome"),
                 "scenarios": (report.get("diagnosis") or {}).get("scenario_numbers"),

@@ -277,6 +277,24 @@ def test_dedupe_plans_again_after_a_concurrent_commit_then_gives_up(params):
         s.dedupe(params, "cold.t", max_attempts=2, runner=FakeSubmit([busy, busy], code=3))
 
 
+def test_dedupe_counts_the_plans_the_job_made_again_in_its_own_jvm(params):
+    """The job plans again after a lost race without a new spark-submit; its attempts count against
+    max_attempts, and a job that used them all is not started again."""
+    won = dedupe_answer()
+    won["result"]["attempts"] = [{"seconds": 3.0, "outcome": "conflict: another writer committed"}]
+    fake = FakeSubmit([won])
+    r = s.dedupe(params, "cold.t", max_attempts=3, runner=fake)
+    assert fake.calls[0]["request"]["max_attempts"] == 3
+    assert [a["attempt"] for a in r["stats"]["attempts"]] == [1, 2]
+    assert [a["outcome"] for a in r["stats"]["attempts"]] == ["conflict: another writer committed", "committed"]
+    lost = {"ok": False, "kind": "concurrent", "msg": "another writer committed",
+            "details": {"attempts": [{"outcome": "conflict: a"}, {"outcome": "conflict: b"}]}}
+    fake = FakeSubmit([lost, dedupe_answer()], code=3)
+    with pytest.raises(ConcurrentCommitError) as e:
+        s.dedupe(params, "cold.t", max_attempts=2, runner=fake)
+    assert len(fake.calls) == 1 and "2 attempt(s)" in str(e.value)
+
+
 def test_dedupe_window_not_supported(params):
     with pytest.raises(RepairError) as e:
         s.dedupe(params, "cold.t", window_option={"column": "sequence_number", "from": 1}, runner=FakeSubmit([]))
