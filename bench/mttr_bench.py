@@ -30,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "lab"), os.path.join(REPO, ".collections")]
 
 from k2lab import faults, lab  # noqa: E402
-from _doc import machine_line, write_section  # noqa: E402  (bench/_doc.py)
+from _doc import machine_line as machine, write_section  # noqa: E402  (bench/_doc.py)
 from tests.support.incident import lab_inventory, run_playbook  # noqa: E402
 
 # Every lab fault (python -m k2lab faults). Those no recovery can fix end in an escalation: the bench
@@ -168,10 +168,6 @@ def render(results):
 
 def write_doc(text):
     write_section("mttr", text)
-
-
-def machine():
-    return machine_line()
 
 
 def main():
