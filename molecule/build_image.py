@@ -17,7 +17,7 @@ REPO = os.path.dirname(HERE)
 IMAGE_DIR = os.path.join(HERE, "image")
 sys.path.insert(0, os.path.join(REPO, "lab"))
 
-from k2lab.images import build_base, image_exists  # noqa: E402
+from k2lab.images import build_base, build_lock, image_exists  # noqa: E402
 
 
 def image_ref(base):
@@ -30,12 +30,13 @@ def image_ref(base):
 
 
 def build():
-    base = build_base()
-    ref = image_ref(base)
-    if not image_exists(ref):
-        subprocess.run(["docker", "build", "--network", "host", "--build-arg", "BASE=" + base,
-                        "-t", ref, IMAGE_DIR], check=True, stdout=sys.stderr)
-    return ref
+    with build_lock():  # make test's background build may be building it (scripts/test.sh)
+        base = build_base()
+        ref = image_ref(base)
+        if not image_exists(ref):
+            subprocess.run(["docker", "build", "--network", "host", "--build-arg", "BASE=" + base,
+                            "-t", ref, IMAGE_DIR], check=True, stdout=sys.stderr)
+        return ref
 
 
 if __name__ == "__main__":

@@ -28,8 +28,35 @@ start=$(date +%s)
 mark=${K2_TEST_MARK:-not long and not fault_matrix}
 markargs=(-m "$mark")
 [ "$mark" = all ] && markargs=()
+# The lab's and molecule's images (minutes on a machine that has none: debootstrap, three service
+# images, the molecule image) build in the background while the first suites run. The fixtures that
+# need them take the same lock (lab/k2lab/images.py build_lock): they wait for this build and find the
+# images rather than build them twice. Nothing is built when no docker suite runs; K2_PREBUILD=0: off.
+prebuild_pid=
+prebuild_log=$PWD/.cache/prebuild.log
+needs_images=
+for p in "${existing[@]}"; do case $p in tests/lab*|tests/molecule*) needs_images=1 ;; esac; done
+if [ -n "$needs_images" ] && [ "${K2_PREBUILD:-1}" != 0 ] && docker info >/dev/null 2>&1; then
+  mkdir -p .cache
+  # its own session (setsid), so that the whole build can be stopped by its PID when pytest ends first
+  setsid bash -c 'cd lab && nice -n 10 "$1" -m k2lab build && nice -n 10 "$1" ../molecule/build_image.py' \
+    prebuild "$VENV/bin/python" >"$prebuild_log" 2>&1 &
+  prebuild_pid=$!
+  echo "[test] building the lab and molecule images in the background (PID $prebuild_pid, log: $prebuild_log)"
+fi
 "$VENV/bin/python" -m pytest -p no:cacheprovider -rfEs --durations=40 "${markargs[@]}" "${existing[@]}" "$@"
 rc=$?
+if [ -n "$prebuild_pid" ]; then
+  if kill -0 "$prebuild_pid" 2>/dev/null; then
+    echo "[test] pytest ended before the background image build: stopping it (PID $prebuild_pid)"
+    kill -- -"$prebuild_pid" 2>/dev/null
+    wait "$prebuild_pid" 2>/dev/null
+  elif wait "$prebuild_pid"; then
+    echo "[test] background image build: done ($(grep -c 'built k2' "$prebuild_log") built, log: $prebuild_log)"
+  else
+    echo "[test] background image build FAILED (the fixtures built or reported on their own): $prebuild_log" >&2
+  fi
+fi
 echo "[test] pytest exit code $rc after $(( $(date +%s) - start )) s"
 if [ $rc -eq 5 ]; then
   echo "[test] FAILED: pytest collected no tests" >&2

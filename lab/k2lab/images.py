@@ -10,6 +10,8 @@ image's inputs, so an image is built once per machine and reused until one of
 its inputs changes.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -155,7 +157,61 @@ def service_ref(name):
     return "k2lab/%s:%s" % (name, tag)
 
 
+_held = []
+
+
+@contextlib.contextmanager
+def build_lock(poll=5.0, say_every=30.0):
+    """One image build at a time on this machine (CACHE_DIR/build.lock).
+
+    `make test` builds the images in the background while its first suites run (scripts/test.sh);
+    the lab and molecule fixtures that need them take this lock, so they wait for that build and then
+    find the images instead of building them a second time alongside it. Re-entrant in one process
+    (build_all holds it while build_base and build_service take it again). A wait says so, every
+    `say_every` seconds, with the holder's PID.
+    """
+    if _held:
+        yield
+        return
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    path = os.path.join(CACHE_DIR, "build.lock")
+    with open(path, "a+") as fh:
+        start = last = time.time()
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.time()
+                if now - last >= say_every or last == start:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "?"
+                    log("waiting for the image build of PID %s (%s), %.0f s so far" % (holder, path, now - start))
+                    last = now
+                time.sleep(poll)
+        if time.time() - start > poll:
+            log("the other image build finished after %.0f s" % (time.time() - start))
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        _held.append(path)
+        try:
+            yield
+        finally:
+            _held.pop()
+            fh.seek(0)
+            fh.truncate()
+            fh.flush()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def build_base(force=False):
+    with build_lock():
+        return _build_base(force)
+
+
+def _build_base(force):
     ref = base_ref()
     if image_exists(ref) and not force:
         log("base image %s already built" % ref)
@@ -219,6 +275,11 @@ def _fetch_wheels(name, reqs, dest, how):
 
 
 def build_service(name, force=False):
+    with build_lock():
+        return _build_service(name, force)
+
+
+def _build_service(name, force):
     ref = service_ref(name)
     if image_exists(ref) and not force:
         log("image %s already built" % ref)
@@ -267,12 +328,13 @@ def prune_old_tags(ref):
 
 
 def build_all(force=False):
-    refs = {"base": build_base(force)}
-    for name in SERVICES:
-        refs[name] = build_service(name, force)
-    for ref in list(refs.values()) + [r for name in SERVICES for r in stage_refs(name)]:
-        prune_old_tags(ref)
-    return refs
+    with build_lock():
+        refs = {"base": build_base(force)}
+        for name in SERVICES:
+            refs[name] = build_service(name, force)
+        for ref in list(refs.values()) + [r for name in SERVICES for r in stage_refs(name)]:
+            prune_old_tags(ref)
+        return refs
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 K2LAB_KEEP=1 leaves a lab that was already running (or that the session
 started) in place, for iterating on tests.
 
-The files run in the order of ORDER, whatever their names: the lab itself first, then the
+The files run in the order of ORDER, whatever their names: the image build's lock (no lab), the lab itself, then the
 modules on it, the playbooks fault by fault, the runbook's other cases, bad input and secrets,
 the AWX / EE / EDA packaging (they need a healthy lab and leave it so), Spark, both cold-tier engines, the HTML incident
 report (a burst recovered, Prometheus down, an escalation), the chaos run
@@ -22,6 +22,7 @@ from k2lab import lab
 CYCLE = int(os.environ.get("K2LAB_TEST_CYCLE_SECONDS", "10"))
 
 ORDER = (
+    "test_images.py",
     "test_lab.py",
     "test_modules_on_lab.py",
     "test_playbooks.py",
