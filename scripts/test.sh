@@ -38,7 +38,9 @@ needs_images=
 for p in "${existing[@]}"; do case $p in tests/lab*|tests/molecule*) needs_images=1 ;; esac; done
 if [ -n "$needs_images" ] && [ "${K2_PREBUILD:-1}" != 0 ] && docker info >/dev/null 2>&1; then
   mkdir -p .cache
-  # its own session (setsid), so that the whole build can be stopped by its PID when pytest ends first
+  # its own session (setsid), so that the whole build can be stopped by its PID when pytest ends first;
+  # "$1" is the inner shell's argument (the venv's python), hence single quotes
+  # shellcheck disable=SC2016
   setsid bash -c 'cd lab && nice -n 10 "$1" -m k2lab build && nice -n 10 "$1" ../molecule/build_image.py' \
     prebuild "$VENV/bin/python" >"$prebuild_log" 2>&1 &
   prebuild_pid=$!
