@@ -42,10 +42,10 @@ def command(results):
     line = "`bench/run.sh chaos --seeds %s --steps %d%s`" % (seeds, results["steps"],
                                                             "" if engine == "pyiceberg" else " --engine " + engine)
     target = "make " + section_name(engine)
-    if MAKE_RUNS.get(engine) == (seeds, results["steps"]):
+    make_seeds, make_steps = MAKE_RUNS[engine]
+    if (seeds, results["steps"]) == (make_seeds, make_steps):
         return "`%s` (%s)" % (target, line)
-    return "%s (a shorter run than `%s`, which runs seeds %s, %d steps each)" % (
-        line, target, MAKE_RUNS[engine][0], MAKE_RUNS[engine][1]) if engine in MAKE_RUNS else line
+    return "%s (a shorter run than `%s`, which runs seeds %s, %d steps each)" % (line, target, make_seeds, make_steps)
 
 
 def render(results):
